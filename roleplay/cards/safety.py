@@ -12,9 +12,13 @@ from pathlib import Path, PurePosixPath
 from ..errors import CardError
 
 
-@dataclass(frozen=True)
+@dataclass
 class Limits:
-    """Upper bounds applied when loading untrusted cards."""
+    """Upper bounds applied when loading untrusted cards.
+
+    One shared instance, `LIMITS`, read at call time: an embedding application (or a test)
+    may lower or raise a bound by assigning to it.
+    """
 
     file_bytes: int = 16 * 1024 * 1024        # a card file (YAML/JSON/PNG)
     zip_total_bytes: int = 256 * 1024 * 1024  # uncompressed zip contents

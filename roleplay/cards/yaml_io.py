@@ -33,7 +33,7 @@ def _yaml() -> YAML:
     return y
 
 
-def _check_structure(node: Any, file: str) -> None:
+def check_structure(node: Any, file: str) -> None:
     """Bound depth and expanded size (defeats "billion laughs" alias bombs)."""
     seen_ids: dict[int, int] = {}
 
@@ -64,28 +64,72 @@ def _check_structure(node: Any, file: str) -> None:
 
 def parse_yaml(text: str, *, file: str) -> Any:
     """Parse YAML text into round-trip data, with limits; errors name the line."""
-    if text.count("*") and _alias_count(text) > LIMITS.yaml_aliases:
-        raise CardError(f"more than {LIMITS.yaml_aliases} YAML aliases", file=file)
+    _prescan(text, file=file)
     try:
         data = _yaml().load(text)
     except YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise CardError(f"invalid YAML: {problem}", file=file, line=line) from None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise CardError(f"invalid YAML: {one_line(problem)}", file=file, line=line) from None
+    except RecursionError:
+        raise CardError(f"nesting deeper than {LIMITS.depth} levels", file=file) from None
     except Exception as exc:  # ruamel raises a few non-YAMLError types on odd input
-        raise CardError(f"invalid YAML: {type(exc).__name__}: {exc}".splitlines()[0], file=file) from None
-    _check_structure(data, file)
+        raise CardError(f"invalid YAML: {type(exc).__name__}: {one_line(str(exc))}", file=file) from None
+    check_structure(data, file)
     return data
 
 
-def _alias_count(text: str) -> int:
+def one_line(text: str, *, limit: int = 200) -> str:
+    """Error text from a parser as one short line (it may quote the offending input)."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+#: Tags a plain card may spell out; anything else (``!!python/object``, ``!custom``) is refused.
+_SAFE_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "seq", "map")}
+
+
+def _prescan(text: str, *, file: str) -> None:
+    """Walk the YAML event stream (libyaml when present: fast, not recursive) before building
+    anything: count aliases, bound nesting depth and refuse object tags.
+
+    subtle: aliases are counted here, on events, because the composed document shares the
+    aliased node; the expanded size is bounded again in `check_structure`.
+    """
     import yaml as pyyaml
 
+    loader = getattr(pyyaml, "CSafeLoader", pyyaml.SafeLoader)
+    aliases = depth = 0
     try:
-        return sum(isinstance(ev, pyyaml.AliasEvent) for ev in pyyaml.parse(io.StringIO(text)))
+        for ev in pyyaml.parse(io.StringIO(text), Loader=loader):
+            if isinstance(ev, pyyaml.AliasEvent):
+                aliases += 1
+                if aliases > LIMITS.yaml_aliases:
+                    raise CardError(f"more than {LIMITS.yaml_aliases} YAML aliases (an alias bomb?); "
+                                    "write the values out", file=file, line=_ev_line(ev))
+                continue
+            tag = getattr(ev, "tag", None)
+            if tag is not None and _expand_tag(tag) not in _SAFE_TAGS:
+                raise CardError(f"YAML tag {tag!r} is not allowed; cards hold plain maps, lists and text",
+                                file=file, line=_ev_line(ev))
+            if isinstance(ev, (pyyaml.MappingStartEvent, pyyaml.SequenceStartEvent)):
+                depth += 1
+                if depth > LIMITS.depth:
+                    raise CardError(f"nesting deeper than {LIMITS.depth} levels", file=file, line=_ev_line(ev))
+            elif isinstance(ev, (pyyaml.MappingEndEvent, pyyaml.SequenceEndEvent)):
+                depth -= 1
     except pyyaml.YAMLError:
-        return 0  # the real parser reports the syntax error with its line
+        return  # the round-trip parser reports the syntax error with its line
+
+
+def _expand_tag(tag: str) -> str:
+    return "tag:yaml.org,2002:" + tag[2:] if tag.startswith("!!") else tag
+
+
+def _ev_line(ev: Any) -> int | None:
+    mark = getattr(ev, "start_mark", None)
+    return mark.line + 1 if mark is not None else None
 
 
 def _line_of(data: Any, loc: tuple) -> int | None:
@@ -109,6 +153,7 @@ def _line_of(data: Any, loc: tuple) -> int | None:
 
 def _field_name(loc: tuple) -> str:
     out = ""
+    loc = tuple(one_line(p, limit=60) if isinstance(p, str) else p for p in loc)  # keys come from the file
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
@@ -121,11 +166,36 @@ def character_from_data(data: Any, *, file: str, raw: Any = None) -> Character:
     try:
         return Character.model_validate(_plain(data))
     except ValidationError as exc:
-        err = exc.errors()[0]
+        raise _card_errors(exc, file=file, raw=raw if raw is not None else data)[0] from None
+
+
+def _card_errors(exc: ValidationError, *, file: str, raw: Any) -> list[CardError]:
+    out = []
+    for err in exc.errors():
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        msg = _message(err)
-        raise CardError(msg, file=file, field=_field_name(loc) or None,
-                        line=_line_of(raw if raw is not None else data, loc)) from None
+        out.append(CardError(_message(err), file=file, field=_field_name(loc) or None,
+                             line=_line_of(raw, loc)))
+    return out
+
+
+def card_errors(path: str | Path) -> list[CardError]:
+    """Every problem of a YAML card file, one CardError each (for ``cards validate``)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "character.yaml"
+    try:
+        if not path.is_file():
+            raise CardError("no such card file", file=path)
+        raw = parse_yaml(read_text(path), file=str(path))
+        if not isinstance(raw, dict):
+            raise CardError("a card must be a YAML mapping of fields (id, name, persona, …)", file=path, line=1)
+        Character.model_validate(_plain(raw))
+        load_story_files(path.parent)
+    except CardError as exc:
+        return [exc]
+    except ValidationError as exc:
+        return _card_errors(exc, file=str(path), raw=raw)
+    return []
 
 
 def _message(err: dict) -> str:
@@ -140,11 +210,15 @@ def _message(err: dict) -> str:
         return "is required"
     if kind == "extra_forbidden":
         return "unknown field (check the spelling; see docs/cards.md for the fields)"
-    msg = err["msg"]
+    msg = one_line(err["msg"])
     return msg[len("Value error, "):] if msg.startswith("Value error, ") else msg
 
 
 def _plain(node: Any) -> Any:
+    from ruamel.yaml.comments import TaggedScalar
+
+    if isinstance(node, TaggedScalar):  # an explicit core tag such as ``!!str 3``
+        return str(node.value)
     if isinstance(node, dict):
         return {str(k) if not isinstance(k, str) else k: _plain(v) for k, v in node.items()}
     if isinstance(node, list):

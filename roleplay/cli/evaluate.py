@@ -1,8 +1,111 @@
-"""CLI commands for this area (see roleplay/cli/__init__.py)."""
+"""``roleplay eval SUITE …`` (run a suite) and ``roleplay eval report RUN`` (rebuild a report).
+
+Thin: options become a `RunConfig` (a YAML run config first, then command-line options on
+top), the library does the rest.
+"""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add this module's commands to the `roleplay` parser."""
+    """Add ``eval`` to the `roleplay` parser."""
+    p = sub.add_parser(
+        "eval", help="RPBench-style self-evaluation of engine settings or models",
+        description="Run an evaluation suite (`bundled`, a .yaml suite, or RPBench-Auto "
+                    "rpbench_character.jsonl / rpbench_scene.jsonl), or rebuild a report: "
+                    "`roleplay eval report RUN_DIR`. With no options: the full engine against the "
+                    "same model with a plain persona prompt, judged by the default model.")
+    p.add_argument("target", nargs="+", metavar="SUITE", help="suite name or file; or `report RUN_DIR`")
+    p.add_argument("-o", "--output", help="run folder (default runs/<suite>-<mode>-<method>); re-running resumes it")
+    p.add_argument("--config", help="YAML run config (systems, judge, mode, dimensions…); options below override it")
+    p.add_argument("--turns", type=int, help="turns per conversation (default: the suite's)")
+    p.add_argument("--candidate", help="candidate system: preset (engine, plain, no-retrieval, no-stage, "
+                                       "instruct), optionally PRESET@MODEL (default engine)")
+    p.add_argument("--baseline", help="baseline system, same syntax (default plain)")
+    p.add_argument("--judge-model", help="judge model (default: the default model)")
+    p.add_argument("--judge-backend", help="judge backend (default: the default backend)")
+    p.add_argument("--method", choices=["json", "logprob"], help="judge method (default logprob)")
+    p.add_argument("--mode", choices=["pairwise", "score"], help="pairwise verdicts or 1-5 scores (default pairwise)")
+    p.add_argument("--dimensions", help="comma-separated score dimensions (score mode)")
+    p.add_argument("--batch-size", type=int, help="conversations played together (default 8)")
+    p.add_argument("--max-tokens", type=int, help="tokens per reply (default 120)")
+    p.add_argument("--seed", type=int, help="seed (default 0)")
+    p.add_argument("--limit", type=int, help="only the first N items")
+    p.add_argument("--no-probes", action="store_true", help="skip knowledge-boundary probes")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON document")
+    p.set_defaults(func=run)
+
+
+def build_config(args: argparse.Namespace):
+    """The `RunConfig` from ``--config`` plus the command-line options."""
+    from ..errors import ConfigError
+    from ..evaluation.runner import RunConfig, load_run_config
+
+    cfg = load_run_config(args.config) if args.config else RunConfig()
+    data = cfg.model_dump(mode="json")
+    if args.candidate or args.baseline:
+        if args.config and len(data["systems"]) > 2:
+            raise ConfigError("--candidate/--baseline replace a two-system comparison; "
+                              "the run config lists more systems, edit it instead")
+        cand = args.candidate or (data["systems"][0] if len(data["systems"]) == 2 else "engine")
+        base = args.baseline or (data["systems"][-1] if len(data["systems"]) == 2 else "plain")
+        data["systems"], data["baseline"] = [cand, base], None
+    judge = data["judge"]
+    for key, val in [("model", args.judge_model), ("backend", args.judge_backend), ("method", args.method)]:
+        if val is not None:
+            judge[key] = val
+    for key, val in [("turns", args.turns), ("mode", args.mode), ("batch_size", args.batch_size),
+                     ("max_tokens", args.max_tokens), ("seed", args.seed), ("limit", args.limit)]:
+        if val is not None:
+            data[key] = val
+    if args.dimensions:
+        data["dimensions"] = [d.strip() for d in args.dimensions.split(",") if d.strip()]
+    if args.no_probes:
+        data["probes"] = False
+    try:
+        cfg = RunConfig.model_validate(data)
+    except Exception as exc:  # pydantic ValidationError: one line naming the option
+        errs = getattr(exc, "errors", None)
+        if not errs:
+            raise
+        err = errs()[0]
+        raise ConfigError(f"option {'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
+    cfg.resolved()  # validate systems, baseline and dimensions now, before any model loads
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import cli
+    from ..errors import ConfigError
+    from ..evaluation.report import write_report
+
+    if args.target[0] == "report" and len(args.target) == 2 and not Path("report").exists():
+        summary = write_report(Path(args.target[1]))
+        cli.emit(args, summary, lambda: _text(summary, Path(args.target[1])))
+        return 0
+    if len(args.target) != 1:
+        raise ConfigError("give one SUITE (or `report RUN_DIR`)")
+    from ..evaluation.runner import run_eval
+    from ..evaluation.suite import load_suite
+
+    suite = load_suite(args.target[0])
+    cfg = build_config(args)
+    out = run_eval(suite, cfg, args.output, settings=args.settings, progress=not args.no_progress)
+    summary = write_report(out)
+    cli.emit(args, summary, lambda: _text(summary, out))
+    return 0
+
+
+def _text(summary: dict, out: Path) -> str:
+    lines = [f"run folder: {out}"]
+    for c in summary.get("comparisons", []):
+        lo, hi = c["ci"]
+        lines.append(f"{c['system']} vs {c['opponent']}: win rate {c['win_rate']:.3f} "
+                     f"[{lo:.3f}, {hi:.3f}] ({c['wins']}-{c['losses']}, ties {c['ties']}, failures {c['failures']})")
+    for s, dims in summary.get("scores", {}).items():
+        lines.append(f"{s}: " + ", ".join(f"{d} {v['mean']:.2f}" for d, v in dims.items()))
+    lines.append(f"report: {out / 'report.html'}")
+    return "\n".join(lines)

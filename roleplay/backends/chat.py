@@ -1,0 +1,71 @@
+"""Chat-template rendering that keeps message text from forging special tokens.
+
+`encode_chat` applies the tokenizer's own chat template (``apply_chat_template``) to
+messages whose contents are replaced by random sentinels, then tokenises the template's
+pieces with special tokens on and each message's real content with
+``split_special_tokens=True``. So a user typing ``<|im_end|>\\n<|im_start|>system`` gets the
+ordinary text tokens ``<``, ``|``, ``im`` … and can never open a new role, while the text
+the model reads is exactly what was typed (no escaping).
+
+Trade-offs: tokenising the pieces separately could differ from tokenising the whole string
+where a BPE merge crosses a template/content boundary. For ChatML (SmolLM2, Qwen) the
+boundaries are newlines and special tokens, so the ids equal whole-string tokenisation for
+ordinary text (a test checks this). Templates that transform the content (``| trim``) see a
+sentinel instead; we insert the content verbatim. A sentinel that the template drops (some
+templates drop system messages) drops that content too, as the template intended.
+
+A final assistant message is a prefill: it is rendered with ``continue_final_message=True``
+so the model continues it, and the caller's output starts after it.
+"""
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import BackendError
+from .base import check_messages, split_prefill
+
+
+@dataclass
+class ChatPrompt:
+    """A rendered prompt: the exact text and its token ids."""
+
+    text: str
+    ids: list[int]
+
+
+def encode_chat(tokenizer: Any, messages: list[dict]) -> ChatPrompt:
+    """Render ``messages`` with the tokenizer's chat template, content kept as plain text."""
+    check_messages(messages)
+    _, prefill = split_prefill(messages)
+    nonce = secrets.token_hex(6)
+    marks = [f"\ue000{nonce}{i}\ue001" for i in range(len(messages))]
+    masked = [{"role": m["role"], "content": mark} for m, mark in zip(messages, marks)]
+    try:
+        rendered = tokenizer.apply_chat_template(
+            masked, tokenize=False, add_generation_prompt=prefill is None,
+            continue_final_message=prefill is not None)
+    except Exception as exc:  # jinja errors, templates that reject a role order
+        raise BackendError(f"the model's chat template rejected the messages: {exc}") from None
+    if not isinstance(rendered, str):  # some tokenizers return a list for batched input
+        rendered = rendered[0]
+    text_parts: list[str] = []
+    ids: list[int] = []
+    rest = rendered
+    for message, mark in zip(messages, marks):
+        before, found, after = rest.partition(mark)
+        if not found:  # the template dropped this message
+            continue
+        text_parts += [before, message["content"]]
+        ids += _encode(tokenizer, before, split=False) + _encode(tokenizer, message["content"], split=True)
+        rest = after
+    text_parts.append(rest)
+    ids += _encode(tokenizer, rest, split=False)
+    return ChatPrompt(text="".join(text_parts), ids=ids)
+
+
+def _encode(tokenizer: Any, text: str, *, split: bool) -> list[int]:
+    if not text:
+        return []
+    return list(tokenizer(text, add_special_tokens=False, split_special_tokens=split)["input_ids"])

@@ -1,0 +1,191 @@
+"""The openai backend: any OpenAI-compatible server (vLLM, llama.cpp server, Ollama, …).
+
+Uses the official ``openai`` client with streaming. Settings: ``openai_base_url``
+(e.g. ``http://127.0.0.1:8000/v1``), ``openai_api_key`` (optional) and ``model`` (default:
+the first model the server lists).
+
+Trade-offs:
+- Prefill. OpenAI's protocol has no "continue this assistant message". vLLM (and SGLang)
+  accept ``continue_final_message=True, add_generation_prompt=False`` in the request body,
+  so we send those, together with ``top_k``/``min_p``/``repetition_penalty``, as extra body
+  fields. A server that rejects them (HTTP 400/422, as OpenAI itself does) is asked again
+  without them, and this backend stays in plain mode from then on: the prefill message is
+  left out and, if the model happens to start with the prefill anyway, that copy is cut.
+  Servers that silently ignore the fields start a new turn after the prefill instead.
+- Chat-template injection. The server renders and tokenises the text itself, so a
+  ``<|im_start|>`` inside a message would become a real special token there. We cannot
+  tokenise for it, so we neutralise such spellings first (`base.neutralize_special`: a
+  zero-width space after the opening bracket); the model reads nearly the same characters
+  and no tokenizer matches them as special tokens.
+- Token counts are approximate (`roleplay.tokens.approx_tokens`): the server's tokenizer
+  is not available here. ``render`` shows the messages in ChatML, not the server's template.
+- ``generate_batch`` sends the requests concurrently (a small thread pool), so a server
+  with continuous batching (vLLM) batches them for real.
+- A server that is down or unreachable is one `BackendError` naming its URL.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ..config import Settings
+from ..errors import BackendError, ConfigError
+from .base import Backend, SamplingParams, StopCutter, check_messages, neutralize_special, split_prefill
+
+#: Concurrent requests in `generate_batch`.
+BATCH_CONCURRENCY = 8
+
+
+class OpenAIBackend(Backend):
+    """Chat completions from an OpenAI-compatible server; see the module docstring."""
+
+    name = "openai"
+
+    def __init__(self, settings: Settings, *, timeout: float = 120.0) -> None:
+        import openai
+
+        if not settings.openai_base_url:
+            raise ConfigError("setting openai_base_url: the openai backend needs a server URL; set "
+                              "ROLEPLAY_OPENAI_BASE_URL, e.g. http://127.0.0.1:8000/v1")
+        self.base_url = settings.openai_base_url.rstrip("/")
+        self._openai = openai
+        # subtle: no client-side retries: a down server should fail fast with one clear error.
+        self.client = openai.OpenAI(base_url=self.base_url, api_key=settings.openai_api_key or "not-needed",
+                                    max_retries=0, timeout=timeout)
+        #: False once the server rejected our extension fields (prefill, top_k …).
+        self.extensions = True
+        self.model_name = settings.model or self._first_model()
+
+    def _first_model(self) -> str:
+        try:
+            models = list(self.client.models.list())
+        except self._openai.OpenAIError as exc:
+            raise self._error(exc, "listing models") from None
+        if not models:
+            raise BackendError(f"the server at {self.base_url} lists no models; pass --model NAME")
+        return models[0].id
+
+    def _error(self, exc: Exception, doing: str) -> BackendError:
+        """One clear error for anything the client raises."""
+        openai = self._openai
+        if isinstance(exc, openai.APIConnectionError):
+            return BackendError(f"cannot reach the OpenAI-compatible server at {self.base_url} while {doing} "
+                                f"({type(exc).__name__}); start the server or fix ROLEPLAY_OPENAI_BASE_URL")
+        if isinstance(exc, openai.AuthenticationError):
+            return BackendError(f"the server at {self.base_url} rejected the API key; set ROLEPLAY_OPENAI_API_KEY")
+        if isinstance(exc, openai.NotFoundError):
+            return BackendError(f"the server at {self.base_url} has no model {self.__dict__.get('model_name')!r} "
+                                f"or no such endpoint ({exc.message})")
+        if isinstance(exc, openai.APIStatusError):
+            return BackendError(f"the server at {self.base_url} answered HTTP {exc.status_code} while {doing}: "
+                                f"{exc.message}")
+        return BackendError(f"the server at {self.base_url} failed while {doing}: {exc}")
+
+    # -- generation -------------------------------------------------------------------------
+    def stream(self, messages: list[dict], params: SamplingParams) -> Iterator[str]:
+        check_messages(messages)
+        safe = [{"role": m["role"], "content": neutralize_special(m["content"])} for m in messages]
+        return self._stream(safe, params)
+
+    def _stream(self, messages: list[dict], params: SamplingParams) -> Iterator[str]:
+        response, prefill_dropped = self._open(messages, params)
+        _, prefill = split_prefill(messages)
+        # In plain mode the model starts a new turn; if it repeats the prefill, cut that copy:
+        # hold the first characters back until they can no longer be the prefill.
+        expect = prefill.strip() if prefill_dropped and prefill else ""
+        held = ""
+        cutter = StopCutter(params.stop)
+        try:
+            for text in self._texts(response):
+                if expect:
+                    held += text
+                    if len(held.lstrip()) < len(expect) and expect.startswith(held.lstrip()):
+                        continue
+                    text, expect = _drop_repeat(held, expect), ""
+                out = cutter.feed(text)
+                if out:
+                    yield out
+                if cutter.done:
+                    return
+            tail = cutter.feed(_drop_repeat(held, expect)) if expect else ""
+            tail += cutter.flush()
+            if tail:
+                yield tail
+        finally:
+            response.close()
+
+    def _texts(self, response: Any) -> Iterator[str]:
+        try:
+            for chunk in response:
+                if chunk.choices and chunk.choices[0].delta and chunk.choices[0].delta.content:
+                    yield chunk.choices[0].delta.content
+        except self._openai.OpenAIError as exc:
+            raise self._error(exc, "streaming") from None
+        except Exception as exc:  # httpx errors when the server dies mid-stream
+            raise BackendError(f"the stream from {self.base_url} broke off: {type(exc).__name__}: {exc}") from None
+
+    def _open(self, messages: list[dict], params: SamplingParams) -> tuple[Any, bool]:
+        """Start a streaming request; ``(response, prefill_dropped)``."""
+        head, prefill = split_prefill(messages)
+        extra = _extension_fields(params, prefill=prefill is not None) if self.extensions else {}
+        if extra:
+            try:
+                return self._create(messages if prefill is not None else head, params, extra), False
+            except (self._openai.BadRequestError, self._openai.UnprocessableEntityError):
+                self.extensions = False  # this server speaks plain OpenAI only: ask again
+        try:
+            return self._create(head, params, {}), prefill is not None
+        except self._openai.OpenAIError as exc:
+            raise self._error(exc, "requesting a chat completion") from None
+
+    def _create(self, messages: list[dict], params: SamplingParams, extra: dict) -> Any:
+        """One streaming request; 400/422 pass through (they trigger the plain fallback)."""
+        kwargs: dict[str, Any] = {"model": self.model_name, "messages": messages, "stream": True,
+                                  "max_tokens": params.max_tokens, "temperature": params.temperature,
+                                  "top_p": params.top_p}
+        if params.seed is not None:
+            kwargs["seed"] = params.seed
+        if params.stop:
+            kwargs["stop"] = params.stop[:4]  # OpenAI's limit; StopCutter applies all of them
+        if extra:
+            kwargs["extra_body"] = extra
+        try:
+            return self.client.chat.completions.create(**kwargs)
+        except (self._openai.BadRequestError, self._openai.UnprocessableEntityError):
+            raise
+        except self._openai.OpenAIError as exc:
+            raise self._error(exc, "requesting a chat completion") from None
+
+    def generate_batch(self, batch: list[list[dict]], params: SamplingParams) -> list[str]:
+        if len(batch) <= 1:
+            return [self.generate(messages, params) for messages in batch]
+        with ThreadPoolExecutor(max_workers=min(BATCH_CONCURRENCY, len(batch))) as pool:
+            return list(pool.map(lambda messages: self.generate(messages, params), batch))
+
+    def render(self, messages: list[dict]) -> str:
+        check_messages(messages)
+        return super().render([{"role": m["role"], "content": neutralize_special(m["content"])} for m in messages])
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _extension_fields(params: SamplingParams, *, prefill: bool) -> dict:
+    """vLLM's extra request fields for what plain OpenAI cannot express."""
+    extra: dict[str, Any] = {}
+    if params.top_k:
+        extra["top_k"] = params.top_k
+    if params.min_p:
+        extra["min_p"] = params.min_p
+    if params.repetition_penalty != 1.0:
+        extra["repetition_penalty"] = params.repetition_penalty
+    if prefill:
+        extra.update(continue_final_message=True, add_generation_prompt=False)
+    return extra
+
+
+def _drop_repeat(text: str, prefill: str) -> str:
+    """``text`` without a leading copy of ``prefill`` (whitespace before it ignored)."""
+    stripped = text.lstrip()
+    return stripped[len(prefill):] if stripped.startswith(prefill) else text

@@ -1,0 +1,340 @@
+"""The prompt composer: card + retrieval + stage note + history → chat messages.
+
+Messages come out in a fixed order that keeps the prompt prefix stable from turn to turn
+(so vLLM / llama.cpp / the transformers backend can reuse their KV cache):
+
+1. system — card system prompt, ``before_char`` constant lore, persona, scenario, user
+   persona, style rules (the bracket convention), knowledge boundary, ``after_char``
+   constant lore, then the user memories and the rolling summary (the parts that change
+   most often come last);
+2. system — the retrieved stories ("classic scenes of {{char}}"), if any;
+3. system — the triggered lorebook entries, if any;
+4. the history (oldest turns dropped first to fit the budget);
+5. user — the new message;
+6. system — the instruct-mode stage direction and the card's post-history instructions;
+7. assistant — the prefill (the stage note in ``prefill`` mode), continued by the model.
+
+Trade-offs and safety:
+- Templates are Jinja2 files (package data, one set per language, English fallback)
+  rendered with `StrictUndefined`, so a misspelt variable fails loudly. Card and user
+  text are *data* passed into the templates, never template source: ``{{ 7*7 }}`` in a
+  persona is printed as typed. A user ``template_dir`` renders in Jinja2's
+  `SandboxedEnvironment`; anything it does wrong becomes a one-line `ConfigError`.
+- Stories, lore and the instruction are separate system messages rather than being
+  folded into the first one: that keeps message 1 byte-identical across turns. Strict
+  chat templates that allow a single leading system message must merge them (the
+  backend's job, where such a model is used).
+- Budgets are counted on the content of each part with the given ``count_tokens``
+  (the model's tokenizer when loaded), not on the template's framing text, so they are
+  comparable across templates; `ComposedPrompt.parts` reports them.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ..cards import macros
+from ..cards.safety import LIMITS
+from ..cards.schema import Character
+from ..config import Budgets
+from ..errors import ConfigError, RoleplayError
+from .postprocess import format_note
+from .stage import StageNote
+
+STAGE_MODES = ("prefill", "instruct", "off")
+#: Example notes shown in the style rules, per bracket style.
+_EXAMPLE_NOTE = {"en": "raises an eyebrow", "zh": "微微一笑"}
+
+
+@dataclass
+class ComposedPrompt:
+    """The chat messages for one turn and what went into them.
+
+    ``messages`` ends with the assistant prefill when there is one (``prefill``);
+    ``parts`` gives tokens per part: system, memories, summary, stories, lorebook,
+    history, user, instruction, prefill and total (memories and summary are inside
+    system; lorebook counts constant and triggered entries).
+    """
+
+    messages: list[dict]
+    prefill: str
+    parts: dict[str, int]
+    stories: list[Any] = field(default_factory=list)
+    lore: list[Any] = field(default_factory=list)
+    memories: list[str] = field(default_factory=list)
+    note: StageNote | None = None
+
+
+def _builtin_templates() -> Path:
+    return Path(str(resources.files("roleplay.compose") / "templates"))
+
+
+def _language(card: Character) -> str:
+    return (card.language or "en").lower().split("-")[0].split("_")[0]
+
+
+def _fit(items: Iterable[Any], text_of: Callable[[Any], str], budget: int,
+         count_tokens: Callable[[str], int]) -> tuple[list[Any], int]:
+    """Keep items in order while their texts fit ``budget``; skip one that does not fit."""
+    kept, used = [], 0
+    for item in items:
+        n = count_tokens(text_of(item))
+        if used + n <= budget:
+            kept.append(item)
+            used += n
+    return kept, used
+
+
+def _tail_fit(text: str, budget: int, count_tokens: Callable[[str], int]) -> str:
+    """The longest suffix of ``text`` within ``budget`` tokens (a summary's newest part)."""
+    if count_tokens(text) <= budget:
+        return text
+    lo, hi = 0, len(text)  # binary search on the start index
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if count_tokens(text[mid:]) <= budget:
+            hi = mid
+        else:
+            lo = mid + 1
+    return text[lo:].lstrip()
+
+
+class Composer:
+    """Renders prompts from templates.
+
+    Args:
+        template_dir: a folder of the user's own ``*.j2`` templates (same names as the
+            built-in ones: ``system_en.j2``, ``stories_zh.j2`` …); missing ones fall back
+            to the built-ins. Rendered in a sandbox.
+
+    >>> Composer().compose(card, [], "Hello", user_name="Watson", budgets=Budgets(),
+    ...                    count_tokens=len).messages[-1]["role"]  # doctest: +SKIP
+    'user'
+    """
+
+    def __init__(self, *, template_dir: Path | None = None) -> None:
+        import jinja2
+        from jinja2.sandbox import SandboxedEnvironment
+
+        builtin = jinja2.FileSystemLoader(str(_builtin_templates()))
+        options = dict(undefined=jinja2.StrictUndefined, autoescape=False, trim_blocks=True,
+                       lstrip_blocks=True, keep_trailing_newline=False)
+        self.template_dir = Path(template_dir).expanduser() if template_dir else None
+        if self.template_dir is not None:
+            if not self.template_dir.is_dir():
+                raise ConfigError(f"template folder {self.template_dir} does not exist; "
+                                  "create it or drop the template_dir option")
+            loader = jinja2.ChoiceLoader([jinja2.FileSystemLoader(str(self.template_dir)), builtin])
+            self._env: Any = SandboxedEnvironment(loader=loader, **options)
+        else:
+            # Built-in templates are ours (trusted); data never reaches them as source.
+            self._env = jinja2.Environment(loader=builtin, **options)
+
+    # -- rendering ----------------------------------------------------------------
+    def render(self, part: str, language: str, **context: Any) -> str:
+        """Render template ``{part}_{language}.j2`` (or ``{part}_en.j2``) with ``context``."""
+        import jinja2
+        from jinja2.sandbox import SecurityError
+
+        names = [f"{part}_{language}.j2", f"{part}_en.j2"]
+        where = self.template_dir or "built-in templates"
+        try:
+            template = self._env.select_template(names)
+        except jinja2.TemplateSyntaxError as exc:
+            raise ConfigError(f"{exc.filename or exc.name}:{exc.lineno}: template syntax error: "
+                              f"{exc.message}; fix the template") from None
+        except jinja2.TemplatesNotFound:
+            raise ConfigError(f"no template {' or '.join(names)} in {where}") from None
+        try:
+            return template.render(**context).strip()
+        except SecurityError as exc:
+            raise ConfigError(f"template {template.name} in {where} was stopped by the sandbox: "
+                              f"{str(exc).rstrip('.')}; user templates may only use the variables they are given") from None
+        except jinja2.UndefinedError as exc:
+            if "unsafe" in str(exc) or "__" in str(exc):
+                raise ConfigError(f"template {template.name} in {where} was stopped by the sandbox: "
+                                  f"{str(exc).rstrip('.')}") from None
+            raise ConfigError(f"template {template.name} in {where}: {exc}; "
+                              "see docs/prompting.md for the variables each template gets") from None
+        except RoleplayError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure inside a user template
+            raise ConfigError(f"template {template.name} in {where} failed: "
+                              f"{type(exc).__name__}: {exc}".splitlines()[0]) from None
+
+    # -- composing ----------------------------------------------------------------
+    def compose(self, card: Character, history: Sequence[dict], user_text: str, *, user_name: str,
+                user_persona: str = "", stories: Sequence[Any] = (), lore: Sequence[Any] = (),
+                memories: Sequence[str] = (), summary: str = "", note: StageNote | None = None,
+                stage_mode: str = "prefill", budgets: Budgets, count_tokens: Callable[[str], int],
+                others: Sequence[str] = (), plain: bool = False) -> ComposedPrompt:
+        """Build the chat messages for one turn.
+
+        Args:
+            card: the speaking character.
+            history: earlier messages, oldest first: ``{"role": "user"|"assistant",
+                "name": speaker, "content": text}``.
+            user_text: the new user message ("" for none, e.g. a group turn).
+            user_name: the user's name (``{{user}}``).
+            stories: retrieved stories (`RetrievedStory` or plain strings), best first.
+            lore: lorebook hits (`LoreHit`), constant entries included.
+            memories: facts about the user, most relevant first.
+            summary: the rolling summary of older turns.
+            note: the StageDirector's decision (None: no stage direction).
+            stage_mode: ``prefill`` | ``instruct`` | ``off``.
+            budgets: token budgets per part; count_tokens: the token counter.
+            others: other characters in a group chat.
+            plain: the evaluation baseline — plain persona system prompt, history, message.
+
+        Raises:
+            ConfigError: a bad argument or a failing template.
+        """
+        if stage_mode not in STAGE_MODES:
+            raise ConfigError(f"stage_mode {stage_mode!r}: choose one of {', '.join(STAGE_MODES)}")
+        if not isinstance(user_text, str):
+            raise ConfigError("the user message must be a string")
+        if len(user_text) > LIMITS.string_chars:
+            raise ConfigError(f"the user message is {len(user_text)} characters; the limit is "
+                              f"{LIMITS.string_chars}")
+        user_name = user_name or card.user_name
+        others = [o for o in others if o and o != card.name]
+        lang = _language(card)
+
+        def x(text: str) -> str:
+            return macros.expand(text or "", char=card.name, user=user_name).strip()
+
+        turns = self._history_messages(card, history, user_name=user_name, group=bool(others))
+        kept_turns, history_tokens = self._fit_history(turns, budgets.history, count_tokens)
+        history_msgs = self._merge([m for turn in kept_turns for m in turn])
+        user_msg = (f"{user_name}: {user_text}" if others else user_text) if user_text else ""
+
+        parts = dict.fromkeys(("system", "memories", "summary", "stories", "lorebook", "history",
+                               "user", "instruction", "prefill", "total"), 0)
+        if plain:
+            system = self.render("plain", lang, char=card.name, user=user_name,
+                                 persona=x(card.persona), scenario=x(card.scenario))
+            messages = [{"role": "system", "content": system}]
+            messages += history_msgs
+            if user_msg:
+                messages.append({"role": "user", "content": user_msg})
+            messages = self._merge(messages)
+            parts.update(system=count_tokens(system), history=history_tokens,
+                         user=count_tokens(user_msg) if user_msg else 0)
+            parts["total"] = sum(count_tokens(m["content"]) for m in messages)
+            return ComposedPrompt(messages=messages, prefill="", parts=parts)
+
+        # Lorebook: constant entries go into the system message, triggered ones after the stories.
+        lore_kept, lore_tokens = _fit(lore, lambda h: x(getattr(h, "content", "")), budgets.lorebook, count_tokens)
+        constant = [h for h in lore_kept if getattr(h, "constant", False)]
+        triggered = [h for h in lore_kept if not getattr(h, "constant", False)]
+
+        def position(hit: Any) -> str:
+            idx = getattr(hit, "index", -1)
+            if isinstance(idx, int) and 0 <= idx < len(card.lorebook):
+                return card.lorebook[idx].position
+            return "after_char"
+
+        mem_kept, mem_tokens = _fit([x(m) for m in memories if isinstance(m, str) and m.strip()],
+                                    lambda m: m, budgets.memories, count_tokens)
+        summary_text = _tail_fit(x(summary).strip(), budgets.summary, count_tokens) if summary else ""
+        opening, closing = ("*", "*") if card.style.action_style == "asterisk" else (
+            ("（", "）") if lang in ("zh", "ja") else ("(", ")"))
+        system = self.render(
+            "system", lang, char=card.name, user=user_name, others=others,
+            card_system=x(card.system_prompt), persona=x(card.persona), scenario=x(card.scenario),
+            user_persona=x(user_persona), open=opening, close=closing,
+            example_note=format_note(_EXAMPLE_NOTE.get(lang, _EXAMPLE_NOTE["en"]), card),
+            known=[x(k) for k in card.knowledge.known], unknown=[x(k) for k in card.knowledge.unknown],
+            lore_before=[x(h.content) for h in constant if position(h) == "before_char"],
+            lore_after=[x(h.content) for h in constant if position(h) != "before_char"],
+            memories=mem_kept, summary=summary_text)
+        messages = [{"role": "system", "content": system}]
+
+        stories_kept, story_tokens = _fit(stories, lambda s: x(getattr(s, "text", s) or ""),
+                                          budgets.stories, count_tokens)
+        if stories_kept:
+            block = self.render("stories", lang, char=card.name, user=user_name,
+                                stories=[x(getattr(s, "text", s)).strip() for s in stories_kept])
+            messages.append({"role": "system", "content": block})
+        if triggered:
+            block = self.render("lore", lang, char=card.name, user=user_name,
+                                entries=[x(h.content).strip() for h in triggered])
+            messages.append({"role": "system", "content": block})
+        messages += history_msgs
+        if user_msg:
+            messages.append({"role": "user", "content": user_msg})
+
+        instruct_note = note if (note is not None and stage_mode == "instruct") else None
+        instruction = self.render("instruct", lang, char=card.name, user=user_name,
+                                  emotion=instruct_note.emotion if instruct_note else "",
+                                  note=instruct_note.note if instruct_note else "",
+                                  post_history=x(card.post_history_instructions))
+        if instruction:
+            messages.append({"role": "system", "content": instruction})
+        prefill = note.note if (note is not None and stage_mode == "prefill") else ""
+        messages = self._merge(messages)
+        if prefill:
+            messages.append({"role": "assistant", "content": prefill})
+
+        parts.update(system=count_tokens(system), memories=mem_tokens,
+                     summary=count_tokens(summary_text) if summary_text else 0,
+                     stories=story_tokens, lorebook=lore_tokens, history=history_tokens,
+                     user=count_tokens(user_msg) if user_msg else 0,
+                     instruction=count_tokens(instruction) if instruction else 0,
+                     prefill=count_tokens(prefill) if prefill else 0)
+        parts["total"] = sum(count_tokens(m["content"]) for m in messages)
+        return ComposedPrompt(messages=messages, prefill=prefill, parts=parts, stories=stories_kept,
+                              lore=lore_kept, memories=mem_kept, note=note)
+
+    # -- history ------------------------------------------------------------------
+    @staticmethod
+    def _history_messages(card: Character, history: Sequence[dict], *, user_name: str,
+                          group: bool) -> list[list[dict]]:
+        """History as turns (a turn starts at a user message), other speakers as ``Name: text``."""
+        if not isinstance(history, (list, tuple)):
+            raise ConfigError("history must be a list of {'role', 'name', 'content'} messages")
+        turns: list[list[dict]] = []
+        for i, item in enumerate(history):
+            if (not isinstance(item, dict) or item.get("role") not in ("user", "assistant")
+                    or not isinstance(item.get("content"), str)):
+                raise ConfigError(f"history[{i}]: expected {{'role': 'user'|'assistant', 'name': str, "
+                                  f"'content': str}}, got {str(item)[:80]!r}")
+            name = item.get("name") or (user_name if item["role"] == "user" else card.name)
+            content = item["content"]
+            if item["role"] == "assistant" and name == card.name:
+                # The character's own lines may be card greetings: expand their macros.
+                msg = {"role": "assistant", "content": macros.expand(content, char=card.name, user=user_name)}
+            elif item["role"] == "assistant" or group:
+                # Another character (or the user in a group): label the speaker.
+                msg = {"role": "user", "content": f"{name}: {content}"}
+            else:
+                msg = {"role": "user", "content": content}
+            if item["role"] == "user" or not turns:
+                turns.append([])
+            turns[-1].append(msg)
+        return turns
+
+    @staticmethod
+    def _fit_history(turns: list[list[dict]], budget: int,
+                     count_tokens: Callable[[str], int]) -> tuple[list[list[dict]], int]:
+        """Drop whole oldest turns until the rest fits ``budget``."""
+        sizes = [sum(count_tokens(m["content"]) for m in turn) for turn in turns]
+        total, start = sum(sizes), 0
+        while start < len(turns) and total > budget:
+            total -= sizes[start]
+            start += 1
+        return turns[start:], total
+
+    @staticmethod
+    def _merge(messages: list[dict]) -> list[dict]:
+        """Join consecutive user messages (group lines), so roles alternate where they can."""
+        out: list[dict] = []
+        for m in messages:
+            if out and m["role"] == "user" and out[-1]["role"] == "user":
+                out[-1] = {"role": "user", "content": out[-1]["content"] + "\n" + m["content"]}
+            else:
+                out.append(dict(m))
+        return out

@@ -1,0 +1,362 @@
+"""The Engine: one stateless role-play turn — retrieve, direct, compose, generate, clean.
+
+``Engine`` wires the retriever (Chroma stories + lorebook), the StageDirector, the
+Composer and a backend. It keeps no conversation state: callers pass the history
+(`roleplay.sessions.Session` adds persistence and memory on top); the CLI, web UI, API
+server and evaluation all call it, so no entry point holds engine logic.
+
+Trade-offs:
+- Everything heavy is lazy: the backend loads on the first generation (or when a caller
+  passes one), the retriever and embedder on the first retrieval. ``prepare`` alone
+  (``roleplay prompt``) counts tokens with the model's tokenizer only if the backend is
+  already loaded, else with `roleplay.tokens.approx_tokens`.
+- The reply text *includes* the prefilled stage note: the model continued it, so it is
+  part of what the character said and did. Streams yield it first, before generation.
+- Post-processing runs incrementally (`StreamCleaner`); when it sees the model start
+  another speaker's line it stops consuming the backend's stream (which cancels the
+  generation) — the speaker-line markers are also passed to the backend as stop strings.
+"""
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .cards.schema import Character
+from .config import Settings
+from .errors import ConfigError
+from .compose.composer import ComposedPrompt, Composer
+from .compose.postprocess import StreamCleaner
+from .compose.stage import StageDirector, StageNote
+
+if TYPE_CHECKING:  # heavy modules stay out of ``import roleplay.engine``
+    from .backends.base import Backend, SamplingParams
+    from .store.retriever import Retriever
+
+#: How many recent history messages the retriever and lorebook see besides the new one.
+CONTEXT_MESSAGES = 4
+#: A leading action note of a reply: (…), （…） or *…*.
+_LEADING_NOTE = re.compile(r"^\s*(\([^()\n]{1,80}\)|（[^（）\n]{1,80}）|\*[^*\n]{1,80}\*)")
+#: Keys a `reply_batch` request may carry (the keyword arguments of `Engine.stream_reply`).
+_REQUEST_KEYS = {"card", "history", "user_text", "options", "user_name", "user_persona",
+                 "memories", "summary", "others"}
+
+
+class EngineOptions(BaseModel):
+    """How a turn is built. Invalid values raise `ConfigError` naming the field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Retrieve the character's canonical lines (stories) for the prompt.
+    retrieval: bool = True
+    #: Insert lorebook entries (constant and triggered).
+    lorebook: bool = True
+    #: ``prefill``: the assistant turn starts with the note; ``instruct``: an instruction
+    #: names the emotion and note; ``off``: no stage direction.
+    stage_mode: Literal["prefill", "instruct", "off"] = "prefill"
+    #: A folder of the user's own Jinja2 templates (rendered sandboxed).
+    template_dir: Path | None = None
+    #: The evaluation baseline: plain persona prompt, history and message only.
+    plain: bool = False
+    #: How many stories to retrieve at most (None: as many as the budget allows).
+    story_k: int | None = Field(None, ge=1, le=100)
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            name = ".".join(str(p) for p in err["loc"]) or "options"
+            raise ConfigError(f"engine option {name}: {err['msg']} (got {err.get('input')!r})") from None
+
+
+@dataclass
+class Reply:
+    """One generated reply and how it was made.
+
+    ``text`` is post-processed and starts with the prefilled note (if any);
+    ``timings`` holds ``retrieve_ms``, ``stage_ms``, ``compose_ms``, ``generate_ms``
+    and ``total_ms``.
+    """
+
+    text: str
+    emotion: str
+    note: str
+    intent: str
+    story_ids: list[str]
+    lore_names: list[str]
+    memories: list[str]
+    prompt_tokens: int
+    completion_tokens: int
+    timings: dict[str, float]
+    prompt: ComposedPrompt = field(repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary (the composed prompt's messages and parts included)."""
+        return {"text": self.text, "emotion": self.emotion, "note": self.note, "intent": self.intent,
+                "story_ids": self.story_ids, "lore_names": self.lore_names, "memories": self.memories,
+                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "timings": self.timings, "parts": self.prompt.parts}
+
+
+def last_note(history: Sequence[dict], card: Character) -> str | None:
+    """The action note that opened this character's latest reply in ``history``, if any."""
+    for item in reversed(history):
+        if isinstance(item, dict) and item.get("role") == "assistant" and item.get("name", card.name) == card.name:
+            m = _LEADING_NOTE.match(str(item.get("content", "")))
+            return m.group(1) if m else None
+    return None
+
+
+def _ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000.0, 2)
+
+
+class Engine:
+    """Builds prompts and generates replies for one turn at a time.
+
+    Args:
+        settings: where data lives, which backend/model/embedder; default from the env.
+        backend: an already loaded backend (else `get_backend(settings)` on first use).
+        retriever: a retriever (else one over ``settings`` on first use).
+
+    >>> engine = Engine()                                                # doctest: +SKIP
+    >>> engine.reply("sherlock", [], "Hello, Holmes!").text              # doctest: +SKIP
+    '(looks up from his chemicals) Watson! …'
+    """
+
+    def __init__(self, settings: Settings | None = None, *, backend: "Backend | None" = None,
+                 retriever: "Retriever | None" = None) -> None:
+        self.settings = settings or Settings.from_env()
+        self._backend = backend
+        self._retriever = retriever
+        self._director: StageDirector | None = None
+        self._composers: dict[Path | None, Composer] = {}
+
+    # -- lazy parts ---------------------------------------------------------------
+    @property
+    def backend(self) -> "Backend":
+        if self._backend is None:
+            from .backends import get_backend
+
+            self._backend = get_backend(self.settings)
+        return self._backend
+
+    @property
+    def retriever(self) -> "Retriever":
+        if self._retriever is None:
+            from .store.retriever import Retriever
+
+            self._retriever = Retriever(self.settings)
+        return self._retriever
+
+    @property
+    def director(self) -> StageDirector:
+        if self._director is None:
+            from .store.embeddings import get_embedder
+
+            self._director = StageDirector(get_embedder(self.settings.embedder))
+        return self._director
+
+    def composer(self, template_dir: Path | None = None) -> Composer:
+        """The composer for ``template_dir`` (built-in templates for None), cached."""
+        key = Path(template_dir).expanduser().resolve() if template_dir else None
+        if key not in self._composers:
+            self._composers[key] = Composer(template_dir=key)
+        return self._composers[key]
+
+    def card(self, card_id: str) -> Character:
+        """Load a card by id from the configured card folders."""
+        from .cards.library import get_card
+
+        return get_card(card_id, self.settings)
+
+    def _card(self, card: Character | str) -> Character:
+        return self.card(card) if isinstance(card, str) else card
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text``: the model's tokenizer when loaded, else the approximation."""
+        if self._backend is not None:
+            return self._backend.count_tokens(text)
+        from .tokens import approx_tokens
+
+        return approx_tokens(text)
+
+    # -- one turn -----------------------------------------------------------------
+    def prepare(self, card: Character | str, history: Sequence[dict], user_text: str, *,
+                user_name: str | None = None, user_persona: str = "", memories: Sequence[str] = (),
+                summary: str = "", options: EngineOptions | None = None,
+                others: Sequence[str] = ()) -> ComposedPrompt:
+        """Retrieve, direct and compose the prompt for one turn (no generation)."""
+        return self._prepare(self._card(card), history, user_text, user_name=user_name,
+                             user_persona=user_persona, memories=memories, summary=summary,
+                             options=options, others=others)[0]
+
+    def _prepare(self, card: Character, history: Sequence[dict], user_text: str, *,
+                 user_name: str | None, user_persona: str, memories: Sequence[str], summary: str,
+                 options: EngineOptions | None, others: Sequence[str]) -> tuple[ComposedPrompt, dict[str, float]]:
+        options = options or EngineOptions()
+        if not isinstance(history, (list, tuple)):
+            raise ConfigError("history must be a list of {'role', 'name', 'content'} messages")
+        user_name = user_name or card.user_name
+        budgets = self.settings.budgets
+        timings: dict[str, float] = {}
+        recent = [str(m.get("content", "")) for m in history[-CONTEXT_MESSAGES:] if isinstance(m, dict)]
+        conversation = [t for t in [*recent, user_text] if t and t.strip()] or [""]
+
+        start = time.perf_counter()
+        stories: list[Any] = []
+        lore: list[Any] = []
+        if not options.plain:
+            if options.retrieval and card.all_stories():
+                self.retriever.ensure_indexed(card)
+                stories = self.retriever.stories(card, conversation, budget_tokens=budgets.stories,
+                                                 count_tokens=self.count_tokens, k=options.story_k)
+            if options.lorebook and card.lorebook:
+                lore = self.retriever.lore(card, conversation, budget_tokens=budgets.lorebook,
+                                           count_tokens=self.count_tokens)
+        timings["retrieve_ms"] = _ms(start)
+
+        start = time.perf_counter()
+        note: StageNote | None = None
+        if not options.plain and options.stage_mode != "off":
+            note = self.director.direct(card, user_text or conversation[-1], stories,
+                                        previous=last_note(history, card))
+        timings["stage_ms"] = _ms(start)
+
+        start = time.perf_counter()
+        prompt = self.composer(options.template_dir).compose(
+            card, history, user_text, user_name=user_name, user_persona=user_persona,
+            stories=stories, lore=lore, memories=memories, summary=summary, note=note,
+            stage_mode=options.stage_mode, budgets=budgets, count_tokens=self.count_tokens,
+            others=list(others), plain=options.plain)
+        timings["compose_ms"] = _ms(start)
+        return prompt, timings
+
+    def _stop_params(self, params: "SamplingParams | None", card: Character, user_name: str,
+                     others: Sequence[str]) -> "SamplingParams":
+        """``params`` plus stop strings where another speaker's line would begin."""
+        from .backends.base import SamplingParams
+
+        params = params or SamplingParams()
+        stops = list(params.stop)
+        for name in [user_name, *others]:
+            if name and name != card.name:
+                for s in (f"\n{name}:", f"\n{name}："):
+                    if s not in stops and len(stops) < 16:
+                        stops.append(s)
+        return params.model_copy(update={"stop": stops})
+
+    def stream_reply(self, card: Character | str, history: Sequence[dict], user_text: str, *,
+                     params: "SamplingParams | None" = None, options: EngineOptions | None = None,
+                     user_name: str | None = None, user_persona: str = "", memories: Sequence[str] = (),
+                     summary: str = "", others: Sequence[str] = ()) -> Iterator[str | Reply]:
+        """Yield the reply's post-processed text chunks, then one final `Reply`.
+
+        The first chunk is the prefilled stage note (in ``prefill`` mode). Stop
+        iterating early to cancel generation.
+        """
+        total = time.perf_counter()
+        card = self._card(card)
+        user_name = user_name or card.user_name
+        backend = self.backend  # loaded first so budgets count with the model's tokenizer
+        prompt, timings = self._prepare(card, history, user_text, user_name=user_name,
+                                        user_persona=user_persona, memories=memories, summary=summary,
+                                        options=options, others=others)
+        params = self._stop_params(params, card, user_name, others)
+        cleaner = StreamCleaner(card, speakers=others, user_name=user_name)
+        text: list[str] = []
+        raw: list[str] = []
+        start = time.perf_counter()
+        if prompt.prefill:
+            out = cleaner.feed(prompt.prefill)
+            if out:
+                text.append(out)
+                yield out
+        stream = backend.stream(prompt.messages, params)
+        try:
+            for chunk in stream:
+                raw.append(chunk)
+                out = cleaner.feed(chunk)
+                if out:
+                    text.append(out)
+                    yield out
+                if cleaner.done:
+                    break
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()  # cancels the generation when we stopped early
+        out = cleaner.finish()
+        if out:
+            text.append(out)
+            yield out
+        timings["generate_ms"] = _ms(start)
+        timings["total_ms"] = _ms(total)
+        yield self._reply("".join(text), "".join(raw), prompt, timings)
+
+    def _reply(self, text: str, raw: str, prompt: ComposedPrompt, timings: dict[str, float]) -> Reply:
+        backend = self.backend
+        ids = getattr(backend, "prompt_ids", None)
+        prompt_tokens = len(ids(prompt.messages)) if callable(ids) else backend.count_tokens(backend.render(prompt.messages))
+        note = prompt.note
+        return Reply(text=text, emotion=note.emotion if note else "", note=note.note if note else "",
+                     intent=note.intent if note else "",
+                     story_ids=[str(getattr(s, "id", i)) for i, s in enumerate(prompt.stories)],
+                     lore_names=[str(getattr(h, "name", "")) for h in prompt.lore],
+                     memories=list(prompt.memories), prompt_tokens=prompt_tokens,
+                     completion_tokens=backend.count_tokens(raw) if raw else 0,
+                     timings=timings, prompt=prompt)
+
+    def reply(self, card: Character | str, history: Sequence[dict], user_text: str, *,
+              params: "SamplingParams | None" = None, options: EngineOptions | None = None,
+              user_name: str | None = None, user_persona: str = "", memories: Sequence[str] = (),
+              summary: str = "", others: Sequence[str] = ()) -> Reply:
+        """Generate one whole reply (`stream_reply` collected)."""
+        final: Reply | None = None
+        for item in self.stream_reply(card, history, user_text, params=params, options=options,
+                                      user_name=user_name, user_persona=user_persona,
+                                      memories=memories, summary=summary, others=others):
+            if isinstance(item, Reply):
+                final = item
+        assert final is not None  # stream_reply always ends with a Reply
+        return final
+
+    def reply_batch(self, requests: list[dict], *, params: "SamplingParams | None" = None) -> list[Reply]:
+        """Replies for many independent turns, generated as one batch (evaluation).
+
+        Each request is a dict of `stream_reply`'s arguments: ``card``, ``history``,
+        ``user_text`` and optionally ``options``, ``user_name``, ``user_persona``,
+        ``memories``, ``summary``, ``others``.
+        """
+        from .backends.base import SamplingParams
+
+        params = params or SamplingParams()
+        backend = self.backend
+        prepared = []
+        for i, req in enumerate(requests):
+            if not isinstance(req, dict) or set(req) - _REQUEST_KEYS or "card" not in req or "user_text" not in req:
+                raise ConfigError(f"requests[{i}]: expected a dict with card, user_text and optionally "
+                                  f"{', '.join(sorted(_REQUEST_KEYS - {'card', 'user_text'}))}")
+            card = self._card(req["card"])
+            user_name = req.get("user_name") or card.user_name
+            prompt, timings = self._prepare(
+                card, req.get("history") or [], req["user_text"], user_name=user_name,
+                user_persona=req.get("user_persona", ""), memories=req.get("memories", ()),
+                summary=req.get("summary", ""), options=req.get("options"), others=req.get("others", ()))
+            prepared.append((card, user_name, prompt, timings))
+        start = time.perf_counter()
+        outputs = backend.generate_batch([p[2].messages for p in prepared], params) if prepared else []
+        generate_ms = _ms(start)
+        replies = []
+        for (card, user_name, prompt, timings), out, req in zip(prepared, outputs, requests):
+            cleaner = StreamCleaner(card, speakers=req.get("others", ()), user_name=user_name)
+            text = cleaner.feed(prompt.prefill) + cleaner.feed(out) + cleaner.finish()
+            timings = {**timings, "generate_ms": generate_ms, "batch_size": len(prepared)}
+            replies.append(self._reply(text, out, prompt, timings))
+        return replies

@@ -1,0 +1,92 @@
+"""The rolling story summary: history that falls out of the history budget is folded in.
+
+The composer keeps the newest whole turns that fit the history budget; everything older
+would be forgotten. `history_cut` finds that boundary the same way (newest first, whole
+messages), and `summarise` folds the messages that just fell out into the session's
+summary: with the model (a few tokens, greedy) when one is given, else — or when the
+model returns nothing usable — extractively (the first sentence of each message with its
+speaker). Either way the result is cut to the summary budget, oldest sentences first,
+so the summary never grows without bound. It runs in the background worker, off the
+reply's critical path; a summary that lags one turn behind costs nothing.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+from ..tokens import approx_tokens
+
+SUMMARY_PROMPT = (
+    "You keep a short running summary of a role-play story. Given the summary so far and "
+    "the new lines, write the updated summary in at most three sentences: who is who, what "
+    "happened, what was promised. Write only the summary."
+)
+
+
+def history_cut(texts: list[str], budget_tokens: int, *, count_tokens: Callable[[str], int] | None = None) -> int:
+    """Index of the oldest message kept when the newest whole messages fill the budget."""
+    count = count_tokens or approx_tokens
+    used = 0
+    for i in range(len(texts) - 1, -1, -1):
+        used += count(texts[i]) + 4  # role/name framing of one chat message
+        if used > budget_tokens:
+            return i + 1
+    return 0
+
+
+_SENTENCE = re.compile(r"(.+?[.!?。！？…](?:[\"”」』)）])?)(?:\s|$)", re.S)
+
+
+def first_sentence(text: str, *, limit: int = 160) -> str:
+    text = " ".join(text.split())
+    m = _SENTENCE.match(text)
+    out = m.group(1) if m else text
+    return out if len(out) <= limit else out[:limit].rstrip() + "…"
+
+
+def _fit(sentences: list[str], budget_tokens: int, count: Callable[[str], int]) -> str:
+    """Join the newest sentences that fit the budget (older ones drop first)."""
+    kept: list[str] = []
+    used = 0
+    for s in reversed(sentences):
+        cost = count(s) + 1
+        if used + cost > budget_tokens:
+            break
+        kept.append(s)
+        used += cost
+    return " ".join(reversed(kept))
+
+
+def extractive(previous: str, lines: list[tuple[str, str]], *, budget_tokens: int = 200,
+               count_tokens: Callable[[str], int] | None = None) -> str:
+    """The previous summary's sentences plus ``Name: first sentence`` per new line, cut to budget."""
+    count = count_tokens or approx_tokens
+    sentences = [s for s in re.split(r"(?<=[.!?。！？…])\s+", previous.strip()) if s]
+    sentences += [f"{name}: {first_sentence(text)}" for name, text in lines if text.strip()]
+    return _fit(sentences, budget_tokens, count)
+
+
+def summarise(previous: str, lines: list[tuple[str, str]], *, backend: Any = None,
+              budget_tokens: int = 200, max_tokens: int = 64,
+              count_tokens: Callable[[str], int] | None = None) -> str:
+    """The updated summary of ``previous`` + ``lines`` (speaker, text), within the budget."""
+    count = count_tokens or approx_tokens
+    if not lines:
+        return previous
+    if backend is not None:
+        from ..backends.base import SamplingParams
+
+        transcript = "\n".join(f"{name}: {' '.join(text.split())[:400]}" for name, text in lines)
+        messages = [{"role": "system", "content": SUMMARY_PROMPT},
+                    {"role": "user", "content": f"Summary so far: {previous or '(none)'}\n\nNew lines:\n{transcript}"}]
+        try:
+            out = backend.generate(messages, SamplingParams(max_tokens=max_tokens, temperature=0.0))
+        except Exception:  # the extractive summary below is always available
+            out = ""
+        out = " ".join(out.split())
+        if len(out) >= 20:
+            sentences = [s for s in re.split(r"(?<=[.!?。！？…])\s+", out) if s]
+            fitted = _fit(sentences, budget_tokens, count)
+            if fitted:
+                return fitted
+    return extractive(previous, lines, budget_tokens=budget_tokens, count_tokens=count)

@@ -1,0 +1,206 @@
+"""The sessions database: SQLite in WAL mode, schema migrations as ordered code.
+
+Trade-offs: one short-lived connection per operation (``with transaction(path) as con``)
+instead of a long-lived shared one — opening SQLite costs ~0.1 ms, and it makes the
+database safe to use from the web UI's worker threads and the memory worker without a
+lock of our own. WAL mode with ``synchronous=NORMAL`` keeps every committed transaction
+across a process kill (only an OS crash may lose the last one), and readers never block
+the writer. Migrations are small functions applied in order; ``PRAGMA user_version``
+records how many ran, so a schema change is a new function appended to `MIGRATIONS`.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from ..errors import StoreError
+
+Migration = Callable[[sqlite3.Connection], None]
+MIGRATIONS: list[Migration] = []
+
+
+def migration(fn: Migration) -> Migration:
+    """Register ``fn`` as the next schema migration (order of definition = order applied)."""
+    MIGRATIONS.append(fn)
+    return fn
+
+
+def _script(con: sqlite3.Connection, sql: str) -> None:
+    """Run ``;``-separated statements inside the current transaction.
+
+    subtle: ``executescript`` would COMMIT first, breaking the migration's transaction.
+    """
+    sql = re.sub(r"--[^\n]*", "", sql)  # comments may hold a ';'
+    for stmt in sql.split(";"):
+        if stmt.strip():
+            con.execute(stmt)
+
+
+@migration
+def m001_initial(con: sqlite3.Connection) -> None:
+    _script(con, """
+    CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        title TEXT NOT NULL DEFAULT '',
+        characters TEXT NOT NULL,            -- JSON list of card ids, first = main character
+        user_id TEXT NOT NULL,               -- whose long-term memory this chat reads and feeds
+        user_name TEXT NOT NULL,
+        user_persona TEXT NOT NULL DEFAULT '',
+        settings TEXT NOT NULL DEFAULT '{}', -- JSON: sampling, memory, group strategy
+        summary TEXT NOT NULL DEFAULT '',
+        summary_upto INTEGER NOT NULL DEFAULT 0,  -- messages at positions < this are summarised
+        parent_session TEXT,                 -- set on forks
+        parent_message INTEGER,
+        created REAL NOT NULL,
+        updated REAL NOT NULL
+    );
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,           -- the ordinal on the session's path
+        role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+        speaker TEXT NOT NULL,               -- display name; for assistants also character_id
+        character_id TEXT,                   -- the card that spoke (assistant) or was voiced
+        text TEXT NOT NULL,                  -- mirrors the active swipe for assistant messages
+        emotion TEXT NOT NULL DEFAULT '',
+        note TEXT NOT NULL DEFAULT '',
+        intent TEXT NOT NULL DEFAULT '',
+        story_ids TEXT NOT NULL DEFAULT '[]',
+        lore_names TEXT NOT NULL DEFAULT '[]',
+        memories TEXT NOT NULL DEFAULT '[]',
+        timings TEXT NOT NULL DEFAULT '{}',
+        prompt_tokens INTEGER NOT NULL DEFAULT 0,
+        completion_tokens INTEGER NOT NULL DEFAULT 0,
+        status TEXT NOT NULL DEFAULT 'complete' CHECK (status IN ('complete', 'partial', 'error')),
+        swipe_id INTEGER NOT NULL DEFAULT 0,
+        extra TEXT NOT NULL DEFAULT '{}',
+        created REAL NOT NULL,
+        UNIQUE (session_id, position)
+    );
+    CREATE TABLE swipes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+        idx INTEGER NOT NULL,
+        text TEXT NOT NULL,
+        emotion TEXT NOT NULL DEFAULT '',
+        note TEXT NOT NULL DEFAULT '',
+        intent TEXT NOT NULL DEFAULT '',
+        story_ids TEXT NOT NULL DEFAULT '[]',
+        lore_names TEXT NOT NULL DEFAULT '[]',
+        memories TEXT NOT NULL DEFAULT '[]',
+        timings TEXT NOT NULL DEFAULT '{}',
+        prompt_tokens INTEGER NOT NULL DEFAULT 0,
+        completion_tokens INTEGER NOT NULL DEFAULT 0,
+        status TEXT NOT NULL DEFAULT 'complete' CHECK (status IN ('complete', 'partial', 'error')),
+        active INTEGER NOT NULL DEFAULT 0,
+        created REAL NOT NULL,
+        UNIQUE (message_id, idx)
+    );
+    CREATE INDEX messages_by_session ON messages(session_id, position);
+    CREATE INDEX swipes_by_message ON swipes(message_id, idx);
+    CREATE INDEX sessions_by_updated ON sessions(updated);
+    """)
+
+
+_migrated: set[str] = set()
+_migrate_lock = threading.Lock()
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a transaction is
+        # exactly the `with transaction()` block (Python's implicit transactions are not).
+        con = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
+        con.row_factory = sqlite3.Row
+        con.execute("PRAGMA foreign_keys=ON")
+        con.execute("PRAGMA busy_timeout=30000")
+        if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=NORMAL")
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"cannot open the sessions database {path}: {exc} "
+                         "(move the file away to start a fresh one)") from None
+    return con
+
+
+def migrate(con: sqlite3.Connection) -> int:
+    """Apply the migrations that have not run yet; return the schema version."""
+    version = con.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(MIGRATIONS):
+        raise StoreError(f"the sessions database has schema version {version}, newer than this "
+                         f"roleplay ({len(MIGRATIONS)}); upgrade roleplay")
+    for i, fn in enumerate(MIGRATIONS[version:], start=version + 1):
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            fn(con)
+            con.execute(f"PRAGMA user_version={i}")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    return len(MIGRATIONS)
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A new connection to the database at ``path``, migrated to the current schema."""
+    con = _open(path)
+    key = str(path.resolve())
+    if key not in _migrated:
+        with _migrate_lock:
+            try:
+                migrate(con)
+            except sqlite3.DatabaseError as exc:
+                con.close()
+                raise StoreError(f"the sessions database {path} is unreadable: {exc}") from None
+            _migrated.add(key)
+    return con
+
+
+@contextmanager
+def transaction(path: Path, *, write: bool = True) -> Iterator[sqlite3.Connection]:
+    """A connection inside one transaction: committed on success, rolled back on error.
+
+    Write transactions start with ``BEGIN IMMEDIATE`` so two writers never deadlock on
+    a read lock upgrade; the busy timeout makes the second wait.
+    """
+    con = connect(path)
+    try:
+        con.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        try:
+            yield con
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+    except sqlite3.OperationalError as exc:
+        raise StoreError(f"sessions database {path}: {exc}") from None
+    finally:
+        con.close()
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def loads(text: str | None, default: Any = None) -> Any:
+    if not text:
+        return default
+    try:
+        return json.loads(text)
+    except ValueError:
+        return default
+
+
+def integrity_check(path: Path) -> str:
+    """SQLite's own consistency check: ``"ok"`` when the file is sound."""
+    con = connect(path)
+    try:
+        return con.execute("PRAGMA integrity_check").fetchone()[0]
+    finally:
+        con.close()

@@ -1,0 +1,875 @@
+"""`Session`: a persistent chat over the stateless `Engine` — swipes, edits, forks, groups, memory.
+
+A session is a row in the sessions database plus an ordered list of messages (the
+*path*); each assistant message holds one or more *swipes* (alternative replies) of
+which one is active, mirrored into the message row so reads stay one query. Branching
+is `fork`: a new session with copies of the messages up to a point, which keeps every
+session a simple list and every operation a small transaction.
+
+Durability rules (see docs/sessions.md):
+- the user's message is committed before generation starts;
+- a reply is written in one transaction only once it is complete; a reply cut short
+  (backend error, the caller stopping the stream) is saved with status ``error`` or
+  ``partial`` — visible, never fed back to the model as history, never ``complete``;
+- a process killed mid-turn therefore leaves the user's message and every earlier one.
+
+Memory: before a turn the relevant long-term memories of (user, speaker) are searched
+and given to the engine (start of the system prompt); after the reply is committed, fact
+extraction and the rolling summary are handed to the background worker (a queue put).
+Trade-off: the turn's critical path pays one memory search (an embedding + a Chroma
+query, a few ms) and never a model call for memory.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..cards.macros import expand
+from ..config import Settings
+from ..errors import BackendError, ConfigError, RoleplayError, SessionError
+from . import db
+from .group import STRATEGIES, choose_speaker
+
+if TYPE_CHECKING:
+    from ..cards.schema import Character
+    from ..engine import Engine, Reply
+
+
+class SessionSettings(BaseModel):
+    """Per-session options, stored as JSON with the session."""
+
+    model_config = ConfigDict(extra="forbid")
+    #: Read and feed long-term memory of (user, character).
+    memory: bool = True
+    #: Also run the LLM fact-extraction prompt (background) besides the rules.
+    memory_llm: bool = True
+    #: Summarise history that leaves the budget with the model (else extractively).
+    summary_llm: bool = True
+    #: Next-speaker strategy in group chats: auto | round_robin | random.
+    group_strategy: Literal["auto", "round_robin", "random"] = "auto"
+    #: Default sampling parameters for this session (`SamplingParams` fields).
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+@dataclass
+class Swipe:
+    """One alternative reply of an assistant message."""
+
+    index: int
+    text: str
+    emotion: str = ""
+    note: str = ""
+    status: str = "complete"
+    active: bool = False
+    created: float = 0.0
+
+
+@dataclass
+class Message:
+    """One message on a session's path (assistant messages mirror their active swipe)."""
+
+    id: int
+    session_id: str
+    position: int
+    role: str
+    speaker: str
+    text: str
+    character_id: str | None = None
+    emotion: str = ""
+    note: str = ""
+    intent: str = ""
+    status: str = "complete"
+    story_ids: list[str] = field(default_factory=list)
+    lore_names: list[str] = field(default_factory=list)
+    memories: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    swipe_id: int = 0
+    swipe_count: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+    created: float = 0.0
+
+    @property
+    def complete(self) -> bool:
+        return self.status == "complete"
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def _settings_of(engine_or_settings: Any) -> Settings:
+    if isinstance(engine_or_settings, Settings):
+        return engine_or_settings
+    settings = getattr(engine_or_settings, "settings", None)
+    if isinstance(settings, Settings):
+        return settings
+    return Settings.from_env()
+
+
+def _row_message(row: Any, swipe_count: int = 0) -> Message:
+    return Message(
+        id=row["id"], session_id=row["session_id"], position=row["position"], role=row["role"],
+        speaker=row["speaker"], text=row["text"], character_id=row["character_id"],
+        emotion=row["emotion"], note=row["note"], intent=row["intent"], status=row["status"],
+        story_ids=db.loads(row["story_ids"], []), lore_names=db.loads(row["lore_names"], []),
+        memories=db.loads(row["memories"], []), timings=db.loads(row["timings"], {}),
+        prompt_tokens=row["prompt_tokens"], completion_tokens=row["completion_tokens"],
+        swipe_id=row["swipe_id"], swipe_count=swipe_count, extra=db.loads(row["extra"], {}),
+        created=row["created"])
+
+
+_REPLY_FIELDS = ("text", "emotion", "note", "intent", "story_ids", "lore_names", "memories",
+                 "timings", "prompt_tokens", "completion_tokens", "status")
+
+
+def _reply_values(reply: Any, status: str, timings: dict | None = None) -> dict:
+    """Column values of a reply (an engine `Reply`) for a message or swipe row."""
+    t = dict(getattr(reply, "timings", {}) or {})
+    t.update(timings or {})
+    return {"text": reply.text, "emotion": getattr(reply, "emotion", "") or "",
+            "note": getattr(reply, "note", "") or "", "intent": getattr(reply, "intent", "") or "",
+            "story_ids": db.dumps(list(getattr(reply, "story_ids", []) or [])),
+            "lore_names": db.dumps(list(getattr(reply, "lore_names", []) or [])),
+            "memories": db.dumps(list(getattr(reply, "memories", []) or [])),
+            "timings": db.dumps({k: round(float(v), 4) for k, v in t.items()}),
+            "prompt_tokens": int(getattr(reply, "prompt_tokens", 0) or 0),
+            "completion_tokens": int(getattr(reply, "completion_tokens", 0) or 0),
+            "status": status}
+
+
+@dataclass
+class _Partial:
+    """What a failed or stopped generation produced (saved as non-complete)."""
+
+    text: str
+    emotion: str = ""
+    note: str = ""
+    intent: str = ""
+    story_ids: list = field(default_factory=list)
+    lore_names: list = field(default_factory=list)
+    memories: list = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class Session:
+    """A persistent chat with one or more characters.
+
+    >>> engine = Engine()                                  # doctest: +SKIP
+    >>> s = Session.new(engine, "sherlock")                # greeting saved first
+    >>> for piece in s.stream("Good morning, Holmes."):    # doctest: +SKIP
+    ...     print(piece if isinstance(piece, str) else "", end="")
+    """
+
+    def __init__(self, engine: "Engine", row: Any) -> None:
+        """Use `Session.new` or `Session.load`."""
+        self.engine = engine
+        self.id: str = row["id"]
+        self.title: str = row["title"]
+        self.character_ids: list[str] = db.loads(row["characters"], [])
+        self.user_id: str = row["user_id"]
+        self.user_name: str = row["user_name"]
+        self.user_persona: str = row["user_persona"]
+        self.summary: str = row["summary"]
+        self.summary_upto: int = row["summary_upto"]
+        self.parent_session: str | None = row["parent_session"]
+        self.parent_message: int | None = row["parent_message"]
+        self.created: float = row["created"]
+        self.updated: float = row["updated"]
+        try:
+            self.settings = SessionSettings.model_validate(db.loads(row["settings"], {}))
+        except ValidationError as exc:
+            raise SessionError(f"session {self.id}: invalid stored settings: {exc.errors()[0]['msg']}") from None
+        self._cards: dict[str, "Character"] = {}
+
+    # -- lifecycle -----------------------------------------------------------------------
+    @property
+    def db_path(self) -> Path:
+        return _settings_of(self.engine).sessions_db
+
+    @classmethod
+    def new(cls, engine: "Engine", character_ids: str | list[str], *, user_name: str | None = None,
+            user_persona: str = "", user: str | None = None, title: str = "",
+            settings: SessionSettings | dict | None = None, greeting: bool = True) -> "Session":
+        """Create a session; the characters' greetings are saved as the first messages.
+
+        Args:
+            character_ids: one card id or several (a group chat).
+            user_name: the user's display name (default: the first card's ``user_name``).
+            user: whose long-term memory to use (default: `memory.default_user()`).
+            settings: `SessionSettings` or a dict of its fields.
+            greeting: save the greetings (alternate greetings become swipes).
+        """
+        from ..memory.store import default_user
+
+        ids = [character_ids] if isinstance(character_ids, str) else list(character_ids)
+        if not ids:
+            raise SessionError("a session needs at least one character id")
+        if len(set(ids)) != len(ids):
+            raise SessionError(f"a character appears twice in {ids}")
+        cards = [engine.card(cid) for cid in ids]  # CardError for an unknown id
+        try:
+            opts = settings if isinstance(settings, SessionSettings) else SessionSettings.model_validate(settings or {})
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise ConfigError(f"session setting {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        name = user_name or cards[0].user_name or "User"
+        now = time.time()
+        sid = uuid.uuid4().hex[:12]
+        path = _settings_of(engine).sessions_db
+        with db.transaction(path) as con:
+            con.execute(
+                "INSERT INTO sessions (id, title, characters, user_id, user_name, user_persona, settings,"
+                " created, updated) VALUES (?,?,?,?,?,?,?,?,?)",
+                (sid, title or " & ".join(c.name for c in cards), db.dumps(ids), user or default_user(),
+                 name, user_persona, opts.model_dump_json(), now, now))
+            if greeting:
+                for card in cards:
+                    # in a group, a card's group greetings win; alternates become swipes
+                    greetings = (card.group_greetings if len(cards) > 1 and card.group_greetings else card.greetings)
+                    texts = [expand(g, char=card.name, user=name) for g in greetings if g.strip()]
+                    if texts:
+                        _insert_message(con, sid, role="assistant", speaker=card.name, character_id=card.id,
+                                        values={"text": texts[0]}, swipes=texts, extra={"greeting": True})
+        session = cls.load(engine, sid)
+        session._cards = {c.id: c for c in cards}
+        return session
+
+    @classmethod
+    def load(cls, engine: "Engine", session_id: str) -> "Session":
+        """Open a saved session (SessionError when there is none with this id)."""
+        with db.transaction(_settings_of(engine).sessions_db, write=False) as con:
+            row = con.execute("SELECT * FROM sessions WHERE id=?", (session_id,)).fetchone()
+            if row is None:
+                # a unique prefix is accepted, as with git hashes
+                rows = con.execute("SELECT * FROM sessions WHERE id LIKE ? LIMIT 2",
+                                   (session_id.replace("%", "").replace("_", "") + "%",)).fetchall()
+                row = rows[0] if len(rows) == 1 and session_id else None
+        if row is None:
+            raise SessionError(f"no session {session_id!r}; see `roleplay sessions list`")
+        return cls(engine, row)
+
+    @classmethod
+    def list(cls, engine_or_settings: Any, *, character: str | None = None, limit: int = 100) -> list[dict]:
+        """Saved sessions, most recently updated first (id, title, characters, counts, times)."""
+        sql = ("SELECT s.id, s.title, s.characters, s.user_id, s.user_name, s.created, s.updated,"
+               " s.parent_session, (SELECT COUNT(*) FROM messages m WHERE m.session_id=s.id) AS messages,"
+               " (SELECT text FROM messages m WHERE m.session_id=s.id ORDER BY position DESC LIMIT 1) AS last"
+               " FROM sessions s ORDER BY s.updated DESC LIMIT ?")
+        with db.transaction(_settings_of(engine_or_settings).sessions_db, write=False) as con:
+            rows = con.execute(sql, (int(limit) if character is None else 1_000_000,)).fetchall()
+        out = []
+        for r in rows:
+            chars = db.loads(r["characters"], [])
+            if character and character not in chars:
+                continue
+            out.append({"id": r["id"], "title": r["title"], "characters": chars, "user": r["user_id"],
+                        "user_name": r["user_name"], "messages": r["messages"],
+                        "last": (r["last"] or "")[:120], "created": r["created"], "updated": r["updated"],
+                        "parent_session": r["parent_session"]})
+        return out[:limit]
+
+    @classmethod
+    def delete(cls, engine_or_settings: Any, session_id: str) -> bool:
+        """Delete a session with its messages and swipes; False if there was none."""
+        with db.transaction(_settings_of(engine_or_settings).sessions_db) as con:
+            return con.execute("DELETE FROM sessions WHERE id=?", (session_id,)).rowcount > 0
+
+    def reload(self) -> "Session":
+        """Re-read the session row (summary, title, times) from the database."""
+        fresh = type(self).load(self.engine, self.id)
+        self.__dict__.update({k: v for k, v in fresh.__dict__.items() if k not in ("engine", "_cards")})
+        return self
+
+    def set_settings(self, **changes: Any) -> SessionSettings:
+        """Change session settings (validated) and save them."""
+        try:
+            new = SessionSettings.model_validate({**self.settings.model_dump(), **changes})
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise ConfigError(f"session setting {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        with db.transaction(self.db_path) as con:
+            con.execute("UPDATE sessions SET settings=?, updated=? WHERE id=?",
+                        (new.model_dump_json(), time.time(), self.id))
+        self.settings = new
+        return new
+
+    # -- reading -------------------------------------------------------------------------
+    def card(self, character_id: str | None = None) -> "Character":
+        """The card of a character in this session (default: the first one)."""
+        cid = character_id or self.character_ids[0]
+        if cid not in self._cards:
+            self._cards[cid] = self.engine.card(cid)
+        return self._cards[cid]
+
+    @property
+    def cards(self) -> list["Character"]:
+        return [self.card(cid) for cid in self.character_ids]
+
+    @property
+    def is_group(self) -> bool:
+        return len(self.character_ids) > 1
+
+    @property
+    def messages(self) -> list[Message]:
+        """The messages on this session's path, oldest first (including non-complete ones)."""
+        with db.transaction(self.db_path, write=False) as con:
+            rows = con.execute(
+                "SELECT m.*, (SELECT COUNT(*) FROM swipes w WHERE w.message_id=m.id) AS n_swipes"
+                " FROM messages m WHERE m.session_id=? ORDER BY m.position", (self.id,)).fetchall()
+        return [_row_message(r, r["n_swipes"]) for r in rows]
+
+    def message(self, message_id: int) -> Message:
+        for m in self.messages:
+            if m.id == message_id:
+                return m
+        raise SessionError(f"no message {message_id} in session {self.id}; see `roleplay sessions show {self.id}`")
+
+    def swipes(self, message_id: int) -> list[Swipe]:
+        """The alternative replies of a message (empty for user messages)."""
+        self.message(message_id)
+        with db.transaction(self.db_path, write=False) as con:
+            rows = con.execute("SELECT * FROM swipes WHERE message_id=? ORDER BY idx", (message_id,)).fetchall()
+        return [Swipe(r["idx"], r["text"], r["emotion"], r["note"], r["status"], bool(r["active"]), r["created"])
+                for r in rows]
+
+    def greeting(self) -> Message | None:
+        """The first greeting message, if the session has one."""
+        msgs = self.messages
+        return msgs[0] if msgs and msgs[0].extra.get("greeting") else None
+
+    def history(self, speaker_id: str | None = None, *, upto: int | None = None) -> list[dict]:
+        """Complete messages as engine history for ``speaker_id`` (default: first character).
+
+        The speaker's own lines are ``assistant``; everyone else's (the user, other
+        characters) are ``user`` with the speaker's ``name`` — the composer shows names.
+        Messages already folded into the rolling summary are left out.
+        """
+        sid = speaker_id or self.character_ids[0]
+        out = []
+        for m in self.messages:
+            if upto is not None and m.position >= upto:
+                break
+            if m.position < self.summary_upto or not m.complete:
+                continue
+            own = m.character_id == sid
+            out.append({"role": "assistant" if own else "user", "name": m.speaker, "content": m.text})
+        return out
+
+    # -- a turn --------------------------------------------------------------------------
+    def stream(self, text: str | None, *, speaker: str | None = None, params: Any = None,
+               options: Any = None, as_character: str | None = None) -> Iterator["str | Reply"]:
+        """Save the user's message, then stream the reply: text chunks, then one `Reply`.
+
+        Args:
+            text: the user's message; None lets the next character speak without one
+                (group scenes).
+            speaker: who answers (id, name or nickname); default by the group strategy.
+            params: `SamplingParams` or a dict of its fields (over the session's defaults).
+            options: `EngineOptions` for this turn.
+            as_character: the user speaks as this character of the session.
+
+        The user's message is committed before this returns; the reply when complete.
+        """
+        if text is not None and not text.strip():
+            raise SessionError("the message is empty; type something, or pass None to let the scene continue")
+        voiced = self._resolve(as_character) if as_character else None
+        card = self.next_speaker(text, speaker=speaker, as_character=as_character)
+        user_msg_id = None
+        if text is not None:
+            with db.transaction(self.db_path) as con:
+                user_msg_id = _insert_message(
+                    con, self.id, role="user", speaker=voiced.name if voiced else self.user_name,
+                    character_id=voiced.id if voiced else None, values={"text": text})
+        msgs = self.messages
+        if not msgs:
+            raise SessionError("nothing to reply to: the session is empty; send a message first")
+        history, user_text = self._turn_inputs(card, msgs, len(msgs))
+        remember = text if (text is not None and voiced is None) else None
+        return self._generate(card, history, user_text, params=params, options=options,
+                              remember=(remember, user_msg_id))
+
+    def next_speaker(self, text: str | None, *, speaker: str | None = None,
+                     as_character: str | None = None) -> "Character":
+        """Who would answer ``text`` now (see `group.choose_speaker`)."""
+        voiced = self._resolve(as_character) if as_character else None
+        recent = [m.character_id for m in self.messages if m.role == "assistant" and m.character_id]
+        return choose_speaker(self.cards, text, recent, strategy=self.settings.group_strategy,
+                              exclude=[voiced.id] if voiced else [], speaker=speaker)
+
+    def send(self, text: str | None, **kwargs: Any) -> "Reply":
+        """`stream` to the end; returns the `Reply`."""
+        return _last_reply(self.stream(text, **kwargs))
+
+    def regenerate_stream(self, *, params: Any = None, options: Any = None) -> Iterator["str | Reply"]:
+        """A new swipe for the last reply (or a reply to a trailing user message)."""
+        msgs = self.messages
+        if not msgs:
+            raise SessionError("nothing to regenerate: the session is empty")
+        last = msgs[-1]
+        if last.role == "user":
+            card = self._next_speaker_after(msgs)
+            history, user_text = self._turn_inputs(card, msgs, len(msgs))
+            return self._generate(card, history, user_text, params=params, options=options)
+        if last.extra.get("greeting") and not any(m.role == "user" for m in msgs):
+            raise SessionError("the greeting is not a reply; choose another greeting with choose_swipe")
+        card = self.card(last.character_id)
+        history, user_text = self._turn_inputs(card, msgs, len(msgs) - 1)
+        return self._generate(card, history, user_text, params=params, options=options, swipe_of=last)
+
+    def regenerate(self, **kwargs: Any) -> "Reply":
+        """`regenerate_stream` to the end; the new swipe becomes active."""
+        return _last_reply(self.regenerate_stream(**kwargs))
+
+    def continue_stream(self, *, params: Any = None, options: Any = None) -> Iterator["str | Reply"]:
+        """Extend the last reply: the model continues its text (a prefill of the whole reply)."""
+        msgs = self.messages
+        if not msgs or msgs[-1].role != "assistant":
+            raise SessionError("continue needs a character's reply as the last message")
+        target = msgs[-1]
+        card = self.card(target.character_id)
+        history, user_text = self._turn_inputs(card, msgs, len(msgs) - 1)
+        return self._continue(card, target, history, user_text, params=params, options=options)
+
+    def continue_(self, **kwargs: Any) -> "Reply":
+        """`continue_stream` to the end; the last reply's text is extended in place."""
+        return _last_reply(self.continue_stream(**kwargs))
+
+    def impersonate(self, *, params: Any = None, max_tokens: int = 48) -> str:
+        """The model's draft of the user's next line (not saved; send it to keep it)."""
+        from ..backends.base import SamplingParams
+        from ..memory.worker import generation_lock
+
+        card = self.card()
+        lines = [f"{m.speaker}: {m.text}" for m in self.messages[-12:] if m.complete]
+        system = (f"You write the next chat message of {self.user_name}, who is talking with "
+                  f"{', '.join(c.name for c in self.cards)}. Stay in {self.user_name}'s voice, one or two "
+                  f"sentences, first person. Write only the message, without a name label.")
+        if self.user_persona:
+            system += f"\n{self.user_name}: {self.user_persona}"
+        chat = [{"role": "system", "content": system},
+                {"role": "user", "content": "\n".join(lines) or f"(the chat with {card.name} begins)"},
+                {"role": "assistant", "content": ""}]
+        p = self._params(params, max_tokens=max_tokens)
+        backend = self.engine.backend
+        with generation_lock(backend):
+            out = backend.generate(chat[:-1], SamplingParams(**p))
+        out = out.strip()
+        prefix = f"{self.user_name}:"
+        if out.startswith(prefix):
+            out = out[len(prefix):].strip()
+        return out.splitlines()[0].strip() if out else ""
+
+    # -- editing -------------------------------------------------------------------------
+    def choose_swipe(self, message_id: int, index: int) -> Message:
+        """Make swipe ``index`` of a message the active one (negative counts from the end)."""
+        swipes = self.swipes(message_id)
+        if not swipes:
+            raise SessionError(f"message {message_id} has no swipes (only replies do)")
+        if index < 0:
+            index += len(swipes)
+        if not 0 <= index < len(swipes):
+            raise SessionError(f"message {message_id} has swipes 0..{len(swipes) - 1}; got {index}")
+        with db.transaction(self.db_path) as con:
+            _activate_swipe(con, message_id, index)
+            con.execute("UPDATE sessions SET updated=? WHERE id=?", (time.time(), self.id))
+        return self.message(message_id)
+
+    def edit(self, message_id: int, text: str) -> Message:
+        """Replace a message's text (the active swipe's, for a reply); it becomes complete."""
+        if not text.strip():
+            raise SessionError("the new text is empty; use delete_from to remove messages")
+        self.message(message_id)
+        with db.transaction(self.db_path) as con:
+            con.execute("UPDATE messages SET text=?, status='complete' WHERE id=?", (text, message_id))
+            con.execute("UPDATE swipes SET text=?, status='complete' WHERE message_id=? AND active=1",
+                        (text, message_id))
+            con.execute("UPDATE sessions SET updated=? WHERE id=?", (time.time(), self.id))
+        return self.message(message_id)
+
+    def delete_from(self, message_id: int) -> int:
+        """Delete this message and every later one; returns how many went."""
+        pos = self.message(message_id).position
+        with db.transaction(self.db_path) as con:
+            n = con.execute("DELETE FROM messages WHERE session_id=? AND position>=?", (self.id, pos)).rowcount
+            # the summary may describe deleted messages: start it again from scratch
+            if self.summary_upto > pos:
+                con.execute("UPDATE sessions SET summary='', summary_upto=0 WHERE id=?", (self.id,))
+            con.execute("UPDATE sessions SET updated=? WHERE id=?", (time.time(), self.id))
+        if self.summary_upto > pos:
+            self.summary, self.summary_upto = "", 0
+        return n
+
+    def undo(self) -> int:
+        """Delete the last exchange: the last user message and everything after it."""
+        msgs = self.messages
+        users = [m for m in msgs if m.role == "user"]
+        if not users:
+            raise SessionError("nothing to undo")
+        return self.delete_from(users[-1].id)
+
+    def fork(self, message_id: int | None = None, *, title: str = "") -> "Session":
+        """A new session holding copies of the messages up to and including ``message_id``
+        (default: all), with their swipes; this session is unchanged."""
+        msgs = self.messages
+        if message_id is None:
+            pos = msgs[-1].position if msgs else -1
+            message_id = msgs[-1].id if msgs else None
+        else:
+            pos = self.message(message_id).position
+        new_id = uuid.uuid4().hex[:12]
+        now = time.time()
+        with db.transaction(self.db_path) as con:
+            row = con.execute("SELECT * FROM sessions WHERE id=?", (self.id,)).fetchone()
+            keep_summary = row["summary_upto"] <= pos + 1
+            con.execute(
+                "INSERT INTO sessions (id, title, characters, user_id, user_name, user_persona, settings,"
+                " summary, summary_upto, parent_session, parent_message, created, updated)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (new_id, title or f"{row['title']} (fork)", row["characters"], row["user_id"], row["user_name"],
+                 row["user_persona"], row["settings"], row["summary"] if keep_summary else "",
+                 row["summary_upto"] if keep_summary else 0, self.id, message_id, now, now))
+            _copy_messages(con, self.id, new_id, max_position=pos)
+        child = type(self).load(self.engine, new_id)
+        child._cards = dict(self._cards)
+        return child
+
+    # -- exports -------------------------------------------------------------------------
+    def to_markdown(self) -> str:
+        from .export import to_markdown
+
+        return to_markdown(self)
+
+    def dpo_pairs(self) -> list[dict]:
+        from .export import dpo_pairs
+
+        return dpo_pairs(self)
+
+    def to_tavern_jsonl(self) -> str:
+        from .tavern_chat import to_jsonl
+
+        return to_jsonl(self)
+
+    @classmethod
+    def from_tavern_jsonl(cls, engine: "Engine", text: str, *, character_ids: list[str] | None = None,
+                          user: str | None = None, file: str = "chat.jsonl") -> "Session":
+        from .tavern_chat import from_jsonl
+
+        return from_jsonl(engine, text, character_ids=character_ids, user=user, file=file)
+
+    # -- internals -----------------------------------------------------------------------
+    def _resolve(self, who: str) -> "Character":
+        return choose_speaker(self.cards, None, [], speaker=who)
+
+    def _next_speaker_after(self, msgs: list[Message]) -> "Character":
+        recent = [m.character_id for m in msgs if m.role == "assistant" and m.character_id]
+        last_user = next((m for m in reversed(msgs) if m.role == "user"), None)
+        exclude = [last_user.character_id] if last_user and last_user.character_id else []
+        return choose_speaker(self.cards, last_user.text if last_user else None, recent,
+                              strategy=self.settings.group_strategy, exclude=exclude)
+
+    def _turn_inputs(self, card: "Character", msgs: list[Message], upto: int) -> tuple[list[dict], str]:
+        """(history, user_text) for a reply by ``card`` at index ``upto`` of ``msgs``.
+
+        The line just before the reply is the "user text"; when another character spoke
+        it (group scenes), it carries that character's name.
+        """
+        before = [m for m in msgs[:upto] if m.complete and m.position >= self.summary_upto]
+        user_text = ""
+        if before and before[-1].character_id != card.id:
+            last = before.pop()
+            user_text = last.text if last.speaker == self.user_name else f"{last.speaker}: {last.text}"
+        history = [{"role": "assistant" if m.character_id == card.id else "user", "name": m.speaker,
+                    "content": m.text} for m in before]
+        return history, user_text
+
+    def _params(self, params: Any, **overrides: Any) -> dict:
+        p = dict(self.settings.params)
+        if params is not None:
+            p.update(params if isinstance(params, dict) else params.model_dump(exclude_unset=True))
+        p.update(overrides)
+        return p
+
+    def _sampling(self, params: Any) -> Any:
+        from ..backends.base import SamplingParams
+
+        return SamplingParams(**self._params(params))
+
+    def _memories(self, card: "Character", history: list[dict], user_text: str) -> list[str]:
+        if not self.settings.memory:
+            return []
+        from ..memory.store import get_store
+
+        query = " ".join([h["content"] for h in history[-2:]] + [user_text])
+        budget = _settings_of(self.engine).budgets.memories
+        return [m.text for m in get_store(_settings_of(self.engine)).search(self.user_id, card.id, query, budget)]
+
+    def _others(self, card: "Character") -> list[str]:
+        return [c.name for c in self.cards if c.id != card.id]
+
+    def _generate(self, card: "Character", history: list[dict], user_text: str, *, params: Any,
+                  options: Any, swipe_of: Message | None = None,
+                  remember: tuple[str | None, int | None] = (None, None)) -> Iterator["str | Reply"]:
+        """Validate what can fail early, then return the streaming generator."""
+        sampling = self._sampling(params)
+        t0 = time.perf_counter()
+        memories = self._memories(card, history, user_text)
+        t_mem = time.perf_counter() - t0
+        return self._run(card, history, user_text, sampling=sampling, options=options, swipe_of=swipe_of,
+                         memories=memories, t_mem=t_mem, remember=remember)
+
+    def _run(self, card: "Character", history: list[dict], user_text: str, *, sampling: Any, options: Any,
+             swipe_of: Message | None, memories: list[str], t_mem: float,
+             remember: tuple[str | None, int | None]) -> Iterator["str | Reply"]:
+        from ..memory.worker import generation_lock
+
+        chunks: list[str] = []
+        reply = None
+        gen = None
+        lock = generation_lock(self.engine.backend)
+        lock.acquire()
+        try:
+            gen = self.engine.stream_reply(
+                card, history, user_text, params=sampling, options=options, user_name=self.user_name,
+                user_persona=self.user_persona, memories=memories, summary=self.summary,
+                others=self._others(card))
+            for item in gen:
+                if isinstance(item, str):
+                    chunks.append(item)
+                    yield item
+                else:
+                    reply = item
+            if reply is None:
+                raise BackendError("the engine stopped without a final reply")
+        except GeneratorExit:
+            # the caller stopped reading (closed tab, Ctrl-C): keep what came, as partial
+            self._save_failed(card, chunks, swipe_of, status="partial", error="stopped")
+            raise
+        except BaseException as exc:
+            status = "partial" if isinstance(exc, KeyboardInterrupt) else "error"
+            self._save_failed(card, chunks, swipe_of, status=status, error=f"{type(exc).__name__}: {exc}")
+            if isinstance(exc, (RoleplayError, KeyboardInterrupt, SystemExit)):
+                raise
+            raise BackendError(f"generation failed: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
+        finally:
+            if gen is not None:
+                gen.close()
+            lock.release()
+        msg_id = self._save_reply(card, reply, swipe_of, timings={"memory_search": t_mem})
+        _tag(reply, msg_id)
+        self._after_turn(remember[0], remember[1])
+        yield reply
+
+    def _save_reply(self, card: "Character", reply: Any, swipe_of: Message | None, *, timings: dict) -> int:
+        values = _reply_values(reply, "complete", timings)
+        with db.transaction(self.db_path) as con:
+            if swipe_of is None:
+                mid = _insert_message(con, self.id, role="assistant", speaker=card.name, character_id=card.id,
+                                      values=values, swipes=[values])
+            else:
+                mid = swipe_of.id
+                _add_swipe(con, mid, values, activate=True)
+            con.execute("UPDATE sessions SET updated=? WHERE id=?", (time.time(), self.id))
+        return mid
+
+    def _save_failed(self, card: "Character", chunks: list[str], swipe_of: Message | None, *,
+                     status: str, error: str) -> None:
+        """Keep what a cut-short generation produced, marked non-complete (never complete)."""
+        text = "".join(chunks)
+        if not text.strip():
+            return
+        values = _reply_values(_Partial(text), status)
+        values["note"] = ""
+        try:
+            with db.transaction(self.db_path) as con:
+                if swipe_of is None:
+                    _insert_message(con, self.id, role="assistant", speaker=card.name, character_id=card.id,
+                                    values=values, swipes=[values], extra={"error": error[:500]})
+                else:  # a failed regeneration: an inactive swipe; the old reply stays active
+                    _add_swipe(con, swipe_of.id, values, activate=False)
+        except RoleplayError:
+            pass  # the original failure is the one to report
+
+    def _after_turn(self, user_text: str | None, user_msg_id: int | None) -> None:
+        """Hand memory extraction and the rolling summary to the worker (a queue put)."""
+        from ..memory.worker import get_worker
+
+        worker = get_worker()
+        settings = _settings_of(self.engine)
+        if self.settings.memory and user_text:
+            from ..memory.store import get_store, remember
+
+            backend = self.engine.backend if self.settings.memory_llm else None
+            worker.submit(remember, get_store(settings), self.user_id, list(self.character_ids), user_text,
+                          f"{self.id}:{user_msg_id}", backend=backend)
+        msgs = [m for m in self.messages if m.complete and m.position >= self.summary_upto]
+        from ..memory.summary import history_cut
+
+        cut = history_cut([m.text for m in msgs], settings.budgets.history)
+        if cut > 0:
+            worker.submit(self._summarise, msgs[cut].position if cut < len(msgs) else msgs[-1].position + 1)
+
+    def _summarise(self, upto_position: int) -> None:
+        """Fold messages before ``upto_position`` into the rolling summary (worker job)."""
+        from ..memory.summary import summarise
+        from ..memory.worker import generation_lock
+
+        settings = _settings_of(self.engine)
+        with db.transaction(self.db_path, write=False) as con:
+            row = con.execute("SELECT summary, summary_upto FROM sessions WHERE id=?", (self.id,)).fetchone()
+            if row is None or row["summary_upto"] >= upto_position:
+                return
+            rows = con.execute("SELECT speaker, text FROM messages WHERE session_id=? AND position>=? AND"
+                               " position<? AND status='complete' ORDER BY position",
+                               (self.id, row["summary_upto"], upto_position)).fetchall()
+        lines = [(r["speaker"], r["text"]) for r in rows]
+        backend = self.engine.backend if self.settings.summary_llm else None
+        if backend is not None:
+            with generation_lock(backend):
+                text = summarise(row["summary"], lines, backend=backend, budget_tokens=settings.budgets.summary)
+        else:
+            text = summarise(row["summary"], lines, budget_tokens=settings.budgets.summary)
+        with db.transaction(self.db_path) as con:
+            con.execute("UPDATE sessions SET summary=?, summary_upto=? WHERE id=? AND summary_upto<?",
+                        (text, upto_position, self.id, upto_position))
+        self.summary, self.summary_upto = text, upto_position
+
+    def _continue(self, card: "Character", target: Message, history: list[dict], user_text: str, *,
+                  params: Any, options: Any) -> Iterator["str | Reply"]:
+        from ..compose.postprocess import postprocess
+        from ..engine import EngineOptions, Reply
+        from ..memory.worker import generation_lock
+
+        sampling = self._sampling(params)
+        opts = (options or EngineOptions()).model_copy(update={"stage_mode": "off"})
+        t0 = time.perf_counter()
+        memories = self._memories(card, history, user_text)
+        backend = self.engine.backend
+        lock = generation_lock(backend)
+        chunks: list[str] = []
+        with lock:
+            prompt = self.engine.prepare(card, history, user_text, user_name=self.user_name,
+                                         user_persona=self.user_persona, memories=memories,
+                                         summary=self.summary, options=opts, others=self._others(card))
+            messages = [dict(m) for m in prompt.messages]
+            if messages and messages[-1]["role"] == "assistant":
+                messages.pop()  # the composer's own prefill: the reply so far replaces it
+            messages.append({"role": "assistant", "content": target.text})
+            t1 = time.perf_counter()
+            try:
+                for chunk in backend.stream(messages, sampling):
+                    chunks.append(chunk)
+                    yield chunk
+            except GeneratorExit:
+                raise
+            except RoleplayError:
+                raise
+            except Exception as exc:
+                raise BackendError(f"generation failed: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
+        t2 = time.perf_counter()
+        added = "".join(chunks)
+        sep = "" if (not added or added[:1].isspace() or target.text[-1:].isspace()) else " "
+        full = postprocess(target.text + sep + added, card, speakers=self._others(card), user_name=self.user_name)
+        with db.transaction(self.db_path) as con:
+            con.execute("UPDATE messages SET text=?, status='complete', completion_tokens=completion_tokens+?"
+                        " WHERE id=?", (full, backend.count_tokens(added) if added else 0, target.id))
+            con.execute("UPDATE swipes SET text=?, status='complete' WHERE message_id=? AND active=1",
+                        (full, target.id))
+            con.execute("UPDATE sessions SET updated=? WHERE id=?", (time.time(), self.id))
+        reply = Reply(text=full, emotion=target.emotion, note=target.note, intent=target.intent,
+                      story_ids=target.story_ids, lore_names=target.lore_names, memories=memories,
+                      prompt_tokens=backend.count_tokens(backend.render(messages)),
+                      completion_tokens=backend.count_tokens(added) if added else 0,
+                      timings={"prepare": t1 - t0, "generate": t2 - t1}, prompt=prompt)
+        _tag(reply, target.id)
+        yield reply
+
+
+def _tag(reply: Any, message_id: int) -> None:
+    """Attach the saved message's id to a reply (lets the web UI address it)."""
+    try:
+        reply.message_id = message_id
+    except AttributeError:  # a slotted Reply: callers use session.messages[-1].id
+        pass
+
+
+def _last_reply(stream: Iterator[Any]) -> Any:
+    reply = None
+    for item in stream:
+        if not isinstance(item, str):
+            reply = item
+    return reply
+
+
+def _insert_message(con: Any, session_id: str, *, role: str, speaker: str, character_id: str | None,
+                    values: dict, swipes: list | None = None, extra: dict | None = None) -> int:
+    """Append a message (and its swipes; the first is active) at the end of the path."""
+    pos = con.execute("SELECT COALESCE(MAX(position), -1) + 1 FROM messages WHERE session_id=?",
+                      (session_id,)).fetchone()[0]
+    cols = {k: values[k] for k in _REPLY_FIELDS if k in values}
+    cols.update({"session_id": session_id, "position": pos, "role": role, "speaker": speaker,
+                 "character_id": character_id, "swipe_id": 0, "extra": db.dumps(extra or {}),
+                 "created": time.time()})
+    keys = list(cols)
+    cur = con.execute(f"INSERT INTO messages ({', '.join(keys)}) VALUES ({', '.join('?' * len(keys))})",
+                      [cols[k] for k in keys])
+    mid = cur.lastrowid
+    for i, sw in enumerate(swipes or []):
+        sw_values = {"text": sw} if isinstance(sw, str) else sw
+        _insert_swipe(con, mid, i, sw_values, active=(i == 0))
+    con.execute("UPDATE sessions SET updated=? WHERE id=?", (time.time(), session_id))
+    return mid
+
+
+def _insert_swipe(con: Any, message_id: int, idx: int, values: dict, *, active: bool) -> None:
+    cols = {k: values[k] for k in _REPLY_FIELDS if k in values}
+    cols.update({"message_id": message_id, "idx": idx, "active": int(active), "created": time.time()})
+    keys = list(cols)
+    con.execute(f"INSERT INTO swipes ({', '.join(keys)}) VALUES ({', '.join('?' * len(keys))})",
+                [cols[k] for k in keys])
+
+
+def _add_swipe(con: Any, message_id: int, values: dict, *, activate: bool) -> int:
+    idx = con.execute("SELECT COALESCE(MAX(idx), -1) + 1 FROM swipes WHERE message_id=?", (message_id,)).fetchone()[0]
+    _insert_swipe(con, message_id, idx, values, active=False)
+    if activate:
+        _activate_swipe(con, message_id, idx)
+    return idx
+
+
+def _activate_swipe(con: Any, message_id: int, idx: int) -> None:
+    """Mark swipe ``idx`` active and mirror it into the message row."""
+    con.execute("UPDATE swipes SET active=(idx=?) WHERE message_id=?", (idx, message_id))
+    sw = con.execute("SELECT * FROM swipes WHERE message_id=? AND idx=?", (message_id, idx)).fetchone()
+    sets = ", ".join(f"{k}=?" for k in _REPLY_FIELDS)
+    con.execute(f"UPDATE messages SET {sets}, swipe_id=? WHERE id=?",
+                [sw[k] for k in _REPLY_FIELDS] + [idx, message_id])
+
+
+def _copy_messages(con: Any, src: str, dst: str, *, max_position: int) -> None:
+    rows = con.execute("SELECT * FROM messages WHERE session_id=? AND position<=? ORDER BY position",
+                       (src, max_position)).fetchall()
+    for r in rows:
+        cols = {k: r[k] for k in r.keys() if k != "id"}
+        cols["session_id"] = dst
+        keys = list(cols)
+        new_id = con.execute(f"INSERT INTO messages ({', '.join(keys)}) VALUES ({', '.join('?' * len(keys))})",
+                             [cols[k] for k in keys]).lastrowid
+        for s in con.execute("SELECT * FROM swipes WHERE message_id=? ORDER BY idx", (r["id"],)).fetchall():
+            scols = {k: s[k] for k in s.keys() if k != "id"}
+            scols["message_id"] = new_id
+            skeys = list(scols)
+            con.execute(f"INSERT INTO swipes ({', '.join(skeys)}) VALUES ({', '.join('?' * len(skeys))})",
+                        [scols[k] for k in skeys])
+
+
+__all__ = ["Message", "STRATEGIES", "Session", "SessionSettings", "Swipe"]

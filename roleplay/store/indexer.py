@@ -1,0 +1,111 @@
+"""Incremental indexing of one character's stories into its Chroma collection.
+
+One collection per character and embedder (``rp-<id>-<embedder tag>``): queries can never
+mix characters, and switching the embedder never mixes vector spaces. Each item's id is
+the hash of its text, so "what changed" is a set difference of ids:
+1. the card fingerprint (stories, labels, embedder, format version) is stored in the
+   collection metadata; when it matches, indexing is one metadata read (no-op);
+2. otherwise only new items are embedded (batches, optional tqdm bar on stderr) and
+   added, changed metadata (labels, duplicate lists) is updated, removed items deleted;
+3. the fingerprint is written last.
+Crash safety: new items are written before old ones are deleted and the fingerprint is
+updated last, so an interrupted run leaves the old index usable and the next run
+finishes the job (already-added items are not embedded again).
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from ..cards.schema import Character
+from .embeddings import Embedder
+from .scenes import Item, build_items, fingerprint
+
+INDEX_VERSION = 1
+BATCH = 128
+
+
+def collection_name(card_id: str, embedder: Embedder) -> str:
+    """Chroma collection name for a character (ids are already ``[a-z0-9_-]``)."""
+    return f"rp-{card_id}-{embedder.tag}"
+
+
+def card_fingerprint(card: Character, embedder: Embedder) -> str:
+    return fingerprint(card.all_stories(), embedder=embedder.name, version=INDEX_VERSION)
+
+
+def open_collection(client: Any, name: str, *, embedding_function: Any, create: bool,
+                    metadata: dict | None = None) -> Any | None:
+    """The collection, or None when it does not exist and ``create`` is false."""
+    from chromadb.errors import NotFoundError
+
+    try:
+        return client.get_collection(name, embedding_function=embedding_function)
+    except (NotFoundError, ValueError) as exc:
+        # chromadb raises NotFoundError (1.x) or ValueError (older) for a missing name.
+        if isinstance(exc, ValueError) and "does not exist" not in str(exc):
+            raise
+    if not create:
+        return None
+    return client.get_or_create_collection(
+        name, embedding_function=embedding_function, metadata=metadata or {},
+        configuration={"hnsw": {"space": "cosine"}})
+
+
+def sync_collection(collection: Any, card: Character, embedder: Embedder, *, fp: str,
+                    progress: bool = False, on_batch: Callable[[int], None] | None = None) -> dict:
+    """Bring ``collection`` in line with ``card``'s stories; returns stats."""
+    t0 = time.perf_counter()
+    items, duplicates = build_items(card.all_stories())
+    wanted = {it.id: it for it in items}
+    existing = collection.get(include=["metadatas"])
+    have = dict(zip(existing["ids"], existing["metadatas"] or [{}] * len(existing["ids"])))
+
+    new = [it for it in items if it.id not in have]
+    stale_meta = [it for it in items if it.id in have and _meta_differs(have[it.id], it.metadata(card.id))]
+    removed = [i for i in have if i not in wanted]
+
+    bar = None
+    if progress and new:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(new), desc=f"index {card.id}", unit="story", leave=False)
+    embed_s = 0.0
+    try:
+        for start in range(0, len(new), BATCH):
+            batch: list[Item] = new[start:start + BATCH]
+            te = time.perf_counter()
+            vectors = embedder.embed([it.text for it in batch])
+            embed_s += time.perf_counter() - te
+            collection.add(ids=[it.id for it in batch], embeddings=vectors,
+                           documents=[it.text for it in batch],
+                           metadatas=[it.metadata(card.id) for it in batch])
+            if bar is not None:
+                bar.update(len(batch))
+            if on_batch is not None:
+                on_batch(start + len(batch))
+    finally:
+        if bar is not None:
+            bar.close()
+    for start in range(0, len(stale_meta), 1000):
+        batch = stale_meta[start:start + 1000]
+        collection.update(ids=[it.id for it in batch], metadatas=[it.metadata(card.id) for it in batch])
+    for start in range(0, len(removed), 1000):
+        collection.delete(ids=removed[start:start + 1000])
+    # Last: only now does the index claim to match this card.
+    collection.modify(metadata=collection_metadata(card, embedder, fp=fp, items=len(items)))
+    return {"character": card.id, "collection": collection.name, "stories": len(card.all_stories()),
+            "items": len(items), "added": len(new), "updated": len(stale_meta), "removed": len(removed),
+            "duplicates": duplicates, "split": sum(1 for it in items if it.chunks > 1 and it.chunk == 0),
+            "unchanged": False, "embed_seconds": round(embed_s, 3),
+            "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def collection_metadata(card: Character, embedder: Embedder, *, fp: str, items: int) -> dict:
+    return {"character": card.id, "embedder": embedder.name, "fingerprint": fp,
+            "items": items, "version": INDEX_VERSION}
+
+
+def _meta_differs(old: dict | None, new: dict) -> bool:
+    old = old or {}
+    return any(old.get(k) != v for k, v in new.items())

@@ -1,0 +1,110 @@
+"""BM25 keyword scoring over one character's stories, held in memory.
+
+Why keywords beside vectors: in fiction, names and rare words (Moriarty, 紫霞, the
+Mazarin stone) decide which scene fits, and a sentence embedding blurs them. Trade-offs:
+- Tokens: Latin/Cyrillic words lowercased (possessive ``'s`` and a plural ``s`` folded,
+  a few English function words dropped); CJK runs become single characters *and*
+  bigrams — Chinese has no spaces, bigrams approximate words without a segmenter and
+  unigrams keep recall for one-character names (猴, 妖).
+- The index is built once per character and index fingerprint (≈0.2 s per 10,000
+  stories) and kept in memory; every (term, story) pair stores its precomputed BM25
+  contribution, so a query is one vector add per query term (≈1 ms at 10,000 stories).
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+
+import numpy as np
+
+K1, B = 1.2, 0.75
+
+_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af"
+_TOKEN = re.compile(rf"([{_CJK}]+)|([a-z0-9\u00c0-\u024f\u0400-\u04ff]+(?:'[a-z]+)?)")
+_STOP = frozenset("""a an the and or but of to in on at by for with from as is are was were be been am
+i you he she it we they me him her us them my your his its our their this that these those
+do does did not no so if then than there here what who whom which when where why how
+will would shall should can could may might must have has had just very too also s t""".split())
+
+
+def tokenize(text: str) -> list[str]:
+    """Index terms of ``text`` (see the module docstring)."""
+    out: list[str] = []
+    for m in _TOKEN.finditer(text.lower()):
+        cjk, word = m.group(1), m.group(2)
+        if cjk:
+            out.extend(cjk)
+            out.extend(cjk[i:i + 2] for i in range(len(cjk) - 1))
+            continue
+        if word.endswith("'s"):
+            word = word[:-2]
+        elif "'" in word:
+            word = word.replace("'", "")
+        if word in _STOP:
+            continue
+        if len(word) > 4 and word.endswith("s") and not word.endswith("ss"):
+            word = word[:-1]  # crude plural folding: "clues" ~ "clue"
+        out.append(word)
+    return out
+
+
+class BM25Index:
+    """Okapi BM25 over a fixed list of documents."""
+
+    def __init__(self, docs: list[str]) -> None:
+        self.n = len(docs)
+        postings: dict[str, tuple[list[int], list[int]]] = {}
+        lengths = np.zeros(self.n, dtype=np.float32)
+        for i, doc in enumerate(docs):
+            counts = Counter(tokenize(doc))
+            lengths[i] = sum(counts.values())
+            for term, tf in counts.items():
+                entry = postings.get(term)
+                if entry is None:
+                    postings[term] = entry = ([], [])
+                entry[0].append(i)
+                entry[1].append(tf)
+        avgdl = float(lengths.mean()) if self.n else 1.0
+        norm = K1 * (1 - B + B * lengths / max(avgdl, 1e-9))
+        self._terms: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for term, (idx, tfs) in postings.items():
+            ids = np.asarray(idx, dtype=np.int32)
+            tf = np.asarray(tfs, dtype=np.float32)
+            df = len(ids)
+            idf = math.log(1.0 + (self.n - df + 0.5) / (df + 0.5))
+            self._terms[term] = (ids, (idf * tf * (K1 + 1) / (tf + norm[ids])).astype(np.float32))
+
+    @staticmethod
+    def query_terms(messages: list[str], weights: list[float]) -> dict[str, float]:
+        """Term weights for a conversation: each term keeps its highest message weight."""
+        terms: dict[str, float] = {}
+        for text, w in zip(messages, weights):
+            for t in set(tokenize(text)):
+                if w > terms.get(t, 0.0):
+                    terms[t] = w
+        return terms
+
+    def scores(self, terms: dict[str, float]) -> np.ndarray:
+        """BM25 score of every document for weighted query terms."""
+        out = np.zeros(self.n, dtype=np.float32)
+        for term, w in terms.items():
+            hit = self._terms.get(term)
+            if hit is not None:
+                # subtle: a term's postings hold each document once, so fancy-index
+                # += is safe here (no repeated indices to lose).
+                out[hit[0]] += w * hit[1]
+        return out
+
+    def explain(self, doc: int, terms: dict[str, float], *, top: int = 5) -> list[tuple[str, float]]:
+        """The query terms that matched ``doc``, largest contribution first."""
+        found: list[tuple[str, float]] = []
+        for term, w in terms.items():
+            hit = self._terms.get(term)
+            if hit is None:
+                continue
+            pos = int(np.searchsorted(hit[0], doc))
+            if pos < len(hit[0]) and hit[0][pos] == doc:
+                found.append((term, float(w * hit[1][pos])))
+        found.sort(key=lambda x: -x[1])
+        return found[:top]

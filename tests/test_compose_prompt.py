@@ -1,0 +1,143 @@
+"""The composer: message order, budgets, history trimming, group chat, modes, baseline."""
+from __future__ import annotations
+
+import pytest
+
+from roleplay.cards import get_card
+from roleplay.cards.schema import Character
+from roleplay.compose import Composer, StageNote
+from roleplay.config import Budgets
+from roleplay.errors import ConfigError
+from roleplay.tokens import approx_tokens
+
+
+class Hit:
+    """A lorebook hit shaped like `roleplay.store.LoreHit` (only the fields the composer reads)."""
+
+    def __init__(self, index, name, content, constant=False):
+        self.index, self.name, self.content, self.constant = index, name, content, constant
+
+
+@pytest.fixture(scope="module")
+def sherlock() -> Character:
+    return get_card("sherlock")
+
+
+NOTE = StageNote(intent="praise", intent_score=0.5, emotion="smug", note="(a thin smile)")
+
+
+def history(turns: int) -> list[dict]:
+    out = []
+    for i in range(turns):
+        out.append({"role": "user", "name": "Watson", "content": f"question {i} " + "word " * 20})
+        out.append({"role": "assistant", "name": "Sherlock Holmes", "content": f"answer {i} " + "word " * 20})
+    return out
+
+
+def test_order_and_prefill(sherlock):
+    p = Composer().compose(sherlock, history(2), "Who did it?", user_name="Watson",
+                           stories=["Sherlock:「(leans back) I observed.」"],
+                           lore=[Hit(0, "Baker Street", "221B is upstairs.", constant=True),
+                                 Hit(1, "Moriarty", "The Napoleon of crime.")],
+                           memories=["Watson takes his tea with milk."], summary="They met at Bart's.",
+                           note=NOTE, budgets=Budgets(), count_tokens=approx_tokens)
+    roles = [m["role"] for m in p.messages]
+    assert roles == ["system", "system", "system", "user", "assistant", "user", "assistant", "user", "assistant"]
+    system, stories, lore = (m["content"] for m in p.messages[:3])
+    assert "You are Sherlock Holmes" in system and "221B Baker Street" in system
+    assert "(raises an eyebrow)" in system  # the bracket convention, in the card's style
+    assert "221B is upstairs." in system and "Napoleon" not in system  # constant lore only
+    assert system.index("tea with milk") < system.index("They met at Bart's.")
+    assert stories.startswith("Classic scenes of Sherlock Holmes") and "I observed" in stories
+    assert "Napoleon of crime" in lore
+    assert p.messages[-2] == {"role": "user", "content": "Who did it?"}
+    assert p.messages[-1] == {"role": "assistant", "content": "(a thin smile)"} and p.prefill == "(a thin smile)"
+    assert "{{user}}" not in system and "{{char}}" not in system  # macros expanded
+
+
+def test_system_prefix_is_stable_across_turns(sherlock):
+    c = Composer()
+    kw = dict(user_name="Watson", note=NOTE, budgets=Budgets(), count_tokens=approx_tokens)
+    a = c.compose(sherlock, history(1), "first", **kw)
+    b = c.compose(sherlock, history(2), "second", **kw)
+    assert a.messages[0] == b.messages[0]
+    assert b.messages[1:3] == a.messages[1:3]  # history grows at the end
+
+
+def test_each_budget_is_respected(sherlock):
+    budgets = Budgets(stories=40, lorebook=16, memories=10, history=70, summary=8)
+    stories = [f"Sherlock:「(nods) line {i} " + "data " * 8 + "」" for i in range(6)]
+    lore = [Hit(i, f"e{i}", f"entry {i} " + "fact " * 5, constant=i == 0) for i in range(5)]
+    memories = [f"memory {i} " + "thing " * 5 for i in range(6)]
+    summary = "Long ago. " * 30 + "Most recently, the dog did nothing."
+    p = Composer().compose(sherlock, history(5), "Well?", user_name="Watson", stories=stories, lore=lore,
+                           memories=memories, summary=summary, note=NOTE, budgets=budgets,
+                           count_tokens=approx_tokens)
+    for part, budget in [("stories", 40), ("lorebook", 16), ("memories", 10), ("history", 70), ("summary", 8)]:
+        assert 0 < p.parts[part] <= budget, (part, p.parts)
+    assert len(p.stories) < 6 and len(p.lore) < 5 and len(p.memories) < 6
+    # The newest end of the summary is kept; history keeps whole newest turns only.
+    assert "the dog did nothing." in p.messages[0]["content"] and "Long ago. " * 10 not in p.messages[0]["content"]
+    assert [m["content"] for m in p.messages[3:-2]] == [t["content"] for t in history(5)[-2:]]
+    assert p.parts["total"] >= sum(p.parts[k] for k in ("system", "history", "user", "prefill"))
+
+
+def test_history_drops_whole_oldest_turns(sherlock):
+    turns = history(6)
+    size = approx_tokens(turns[0]["content"]) + approx_tokens(turns[1]["content"])
+    p = Composer().compose(sherlock, turns, "Next?", user_name="Watson", note=None,
+                           budgets=Budgets(history=size * 3), count_tokens=approx_tokens)
+    contents = [m["content"] for m in p.messages[1:-1]]
+    assert contents == [t["content"] for t in turns[-6:]]
+    assert p.parts["history"] == size * 3
+
+
+def test_group_chat_labels_other_speakers(sherlock):
+    hist = [{"role": "user", "name": "Watson", "content": "Look at this."},
+            {"role": "assistant", "name": "Lestrade", "content": "A fine mess."},
+            {"role": "assistant", "name": "Sherlock Holmes", "content": "(kneels) Clay."}]
+    p = Composer().compose(sherlock, hist, "And now?", user_name="Watson", others=["Lestrade"], note=None,
+                           stage_mode="off", budgets=Budgets(), count_tokens=approx_tokens)
+    assert "in a role-play with Watson and Lestrade" in p.messages[0]["content"]
+    assert p.messages[1:] == [{"role": "user", "content": "Watson: Look at this.\nLestrade: A fine mess."},
+                              {"role": "assistant", "content": "(kneels) Clay."},
+                              {"role": "user", "content": "Watson: And now?"}]
+
+
+def test_instruct_and_off_modes(sherlock):
+    card = sherlock.model_copy(update={"post_history_instructions": "Stay terse, {{user}}."})
+    kw = dict(user_name="Watson", note=NOTE, budgets=Budgets(), count_tokens=approx_tokens)
+    p = Composer().compose(card, [], "Hi", stage_mode="instruct", **kw)
+    assert p.prefill == "" and p.messages[-1]["role"] == "system"
+    assert "smug" in p.messages[-1]["content"] and "(a thin smile)" in p.messages[-1]["content"]
+    assert "Stay terse, Watson." in p.messages[-1]["content"]
+    p = Composer().compose(sherlock, [], "Hi", stage_mode="off", **kw)
+    assert p.prefill == "" and p.messages[-1] == {"role": "user", "content": "Hi"}
+    with pytest.raises(ConfigError, match="stage_mode"):
+        Composer().compose(sherlock, [], "Hi", stage_mode="loud", **kw)
+
+
+def test_chinese_card_uses_chinese_template_and_brackets():
+    card = get_card("sunwukong")
+    note = StageNote(intent="praise", intent_score=0.5, emotion="proud", note="（翘起尾巴）")
+    p = Composer().compose(card, [], "大圣好！", user_name="师父", stories=["孙悟空:「（挠头）俺老孙来也！」"],
+                           note=note, budgets=Budgets(), count_tokens=approx_tokens)
+    assert p.messages[0]["content"].startswith("你是孙悟空") and "（微微一笑）" in p.messages[0]["content"]
+    assert p.messages[1]["content"].startswith("以下是孙悟空的经典桥段")
+    assert p.messages[-1] == {"role": "assistant", "content": "（翘起尾巴）"}
+
+
+def test_plain_baseline_has_no_retrieval_or_notes(sherlock):
+    p = Composer().compose(sherlock, history(1), "Hi", user_name="Watson", stories=["x:「y」"],
+                           lore=[Hit(0, "a", "lore text", constant=True)], memories=["m"], summary="s",
+                           note=NOTE, plain=True, budgets=Budgets(), count_tokens=approx_tokens)
+    assert [m["role"] for m in p.messages] == ["system", "user", "assistant", "user"]
+    assert p.prefill == "" and "lore text" not in p.messages[0]["content"]
+    assert "Style" not in p.messages[0]["content"] and "consulting detective" in p.messages[0]["content"]
+    assert p.parts["stories"] == p.parts["lorebook"] == p.parts["memories"] == 0
+
+
+def test_bad_history_is_one_clear_error(sherlock):
+    with pytest.raises(ConfigError, match=r"history\[0\]"):
+        Composer().compose(sherlock, [{"role": "wizard", "content": "x"}], "Hi", user_name="Watson",
+                           budgets=Budgets(), count_tokens=approx_tokens)

@@ -1,0 +1,381 @@
+"""The Chat tab: pick a character, chat with streaming replies, swipes, edits and sessions.
+
+Every event reloads the chat from the sessions database (`Session.load`) and acts on it
+through the `Session` API, so the page holds only the session id: a browser refresh, a
+second tab or a server restart loses nothing that was completed. The chat view is rebuilt
+from `Session.messages` after each action (one message per row, in order), which is why a
+clicked row index maps straight onto a message id.
+
+Untrusted text (card fields, replies, the user's own messages) is escaped with
+`webui.html` before it is shown.
+"""
+from typing import TYPE_CHECKING, Any, Iterator
+
+from . import cards_view, html
+
+import gradio as gr  # this module loads only when the app is built (webui.app.build_app)
+
+if TYPE_CHECKING:
+    from roleplay.engine import Engine
+
+
+# -- views of the Session API ------------------------------------------------------------
+
+def _get(obj: Any, name: str, default: Any = None) -> Any:
+    """Attribute or key ``name`` of a message/reply object."""
+    if isinstance(obj, dict):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+def _swipe_info(m: Any) -> tuple[int, int]:
+    """``(active swipe index, number of swipes)`` of an assistant message."""
+    return int(_get(m, "swipe_id", 0) or 0), max(int(_get(m, "swipe_count", 0) or 0), 1)
+
+
+def render_message(m: Any) -> dict:
+    """One Session message as a Chatbot row (escaped text, emotion badge, swipe counter)."""
+    role = _get(m, "role")
+    content = html.text(_get(m, "text", _get(m, "content", "")))
+    if role == "assistant":
+        extras = []
+        emotion = _get(m, "emotion") or ""
+        if emotion:
+            extras.append(html.badge(emotion))
+        idx, count = _swipe_info(m)
+        if count > 1:
+            extras.append(html.badge(f"swipe {idx + 1}/{count}"))
+        status = _get(m, "status", "complete")
+        if status and status != "complete":
+            extras.append(html.badge(status))
+        if extras:
+            content += "\n\n" + " ".join(extras)
+        return {"role": "assistant", "content": content}
+    return {"role": "user", "content": content}
+
+
+def render_history(session: Any) -> list[dict]:
+    return [render_message(m) for m in session.messages]
+
+
+def why_panel(reply: Any) -> str:
+    """Markdown for the "Why this reply" panel: stage note, retrieved lines, lore, memories."""
+    if reply is None:
+        return "_No reply yet._"
+    parts = []
+    note = _get(reply, "note") or ""
+    parts.append(f"**Stage note:** {html.text(note) or '—'} · **emotion:** {html.text(_get(reply, 'emotion')) or '—'}"
+                 f" · **user intent:** {html.text(_get(reply, 'intent')) or '—'}")
+    prompt = _get(reply, "prompt")
+    stories = list(_get(prompt, "stories", []) or []) if prompt is not None else []
+    if stories:
+        parts.append("**Retrieved lines**")
+        parts.extend(f"- `{html.inline(_get(s, 'id'), limit=40)}` ({_get(s, 'score', 0):.2f}) "
+                     f"{html.inline(_get(s, 'text'), limit=300)}" for s in stories)
+    elif _get(reply, "story_ids"):
+        parts.append("**Retrieved lines:** " + ", ".join(html.inline(s, limit=40) for s in _get(reply, "story_ids")))
+    else:
+        parts.append("**Retrieved lines:** none")
+    lore = list(_get(prompt, "lore", []) or []) if prompt is not None else []
+    if lore:
+        parts.append("**Lorebook entries**")
+        parts.extend(f"- **{html.inline(_get(h, 'name') or '#' + str(_get(h, 'index')))}** "
+                     f"({html.inline(', '.join(_get(h, 'why', []) or []), limit=80)}): "
+                     f"{html.inline(_get(h, 'content'), limit=300)}" for h in lore)
+    else:
+        names = _get(reply, "lore_names") or []
+        parts.append("**Lorebook entries:** " + (", ".join(html.inline(n) for n in names) or "none"))
+    memories = _get(reply, "memories") or []
+    parts.append("**Memories:** " + ("" if memories else "none"))
+    parts.extend(f"- {html.inline(m, limit=300)}" for m in memories)
+    return "\n".join(parts)
+
+
+def sampling(temperature: float, top_p: float, max_tokens: float, seed: float | None):
+    from roleplay.backends.base import SamplingParams
+
+    seed_val = int(seed) if seed not in (None, "") and int(seed) >= 0 else None
+    return SamplingParams(temperature=float(temperature), top_p=float(top_p),
+                          max_tokens=int(max_tokens), seed=seed_val)
+
+
+def _load(engine: "Engine", sid: str | None):
+    from roleplay.errors import SessionError
+    from roleplay.sessions import Session
+
+    if not sid:
+        raise SessionError("pick a character first (click a portrait in the gallery)")
+    return Session.load(engine, sid)
+
+
+def _message_id(session: Any, index: int | None, *, role: str | None = None) -> Any:
+    """The id of the message at chat row ``index`` (default: the last one, of ``role``)."""
+    from roleplay.errors import SessionError
+
+    msgs = list(session.messages)
+    if index is None or index < 0 or index >= len(msgs):
+        cands = [m for m in msgs if role is None or _get(m, "role") == role]
+        if not cands:
+            raise SessionError("there is no such message yet")
+        return _get(cands[-1], "id")
+    return _get(msgs[index], "id")
+
+
+def _main_card(engine: "Engine", session: Any):
+    return session.card()
+
+
+def _last_assistant(session: Any) -> Any:
+    for m in reversed(list(session.messages)):
+        if _get(m, "role") == "assistant":
+            return m
+    return None
+
+
+# -- the tab -----------------------------------------------------------------------------
+
+def build(engine: "Engine") -> None:
+    """Lay out the Chat tab inside the current Blocks context and wire its events."""
+    from roleplay.errors import RoleplayError
+
+    from .app import backend_label
+
+    items, ids, load_errors = cards_view.gallery_items(engine.settings)
+
+    def error_md(exc: Exception) -> str:
+        return f"<span class='error-text'>⚠ {html.text(exc)}</span>"
+
+    with gr.Row():
+        with gr.Column(scale=1, min_width=260):
+            gallery = gr.Gallery(value=items, label="Characters", columns=2, height=300, allow_preview=False,
+                                 object_fit="cover", elem_id="chat-gallery", interactive=False)
+            char_id = gr.Dropdown(choices=ids, value=None, label="Character", elem_id="chat-character")
+            if load_errors:
+                gr.Markdown("Cards that failed to load:\n" + "\n".join(f"- {html.inline(e, limit=300)}"
+                                                                          for e in load_errors))
+            char_info = gr.Markdown("", elem_id="chat-character-info")
+            emotion_img = gr.Image(value=None, label="Mood", type="pil", height=220, interactive=False,
+                                   elem_id="chat-emotion-image")
+            emotion_md = gr.Markdown("", elem_id="chat-emotion")
+            with gr.Accordion("You", open=False):
+                user_name = gr.Textbox(label="Your name", placeholder="the card's default", elem_id="chat-user-name")
+                persona = gr.Textbox(label="Your persona", lines=2, placeholder="who you are in this story")
+            with gr.Accordion("Sampling", open=False):
+                temperature = gr.Slider(0.0, 2.0, value=0.8, step=0.05, label="Temperature")
+                top_p = gr.Slider(0.05, 1.0, value=0.95, step=0.05, label="Top p")
+                max_tokens = gr.Slider(8, 1024, value=160, step=8, label="Max tokens", elem_id="chat-max-tokens")
+                seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")
+            with gr.Accordion("Sessions", open=False):
+                sessions_dd = gr.Dropdown(choices=[], label="Saved chats with this character",
+                                          elem_id="chat-sessions")
+                with gr.Row():
+                    new_btn = gr.Button("New chat", size="sm")
+                    resume_btn = gr.Button("Resume", size="sm")
+                    fork_btn = gr.Button("Fork at selected", size="sm")
+            gr.Markdown(backend_label(engine), elem_id="chat-backend")
+        with gr.Column(scale=3):
+            chatbot = gr.Chatbot(value=[], label="Chat", height=480, elem_id="chatbot",
+                                 feedback_options=None, buttons=["copy"])
+            status = gr.Markdown("", elem_id="chat-status")
+            with gr.Row():
+                msg = gr.Textbox(placeholder="Say something… (Enter to send)", show_label=False, scale=5,
+                                 elem_id="chat-input")
+                send_btn = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
+            with gr.Row():
+                regen_btn = gr.Button("↻ Regenerate", size="sm", elem_id="chat-regenerate")
+                prev_btn = gr.Button("◀", size="sm", elem_id="chat-prev")
+                next_btn = gr.Button("▶", size="sm", elem_id="chat-next")
+                cont_btn = gr.Button("Continue", size="sm", elem_id="chat-continue")
+                del_btn = gr.Button("Delete from selected", size="sm", elem_id="chat-delete")
+            with gr.Row():
+                edit_box = gr.Textbox(label="Edit the selected message (click a message to select it)",
+                                      lines=2, scale=5, elem_id="chat-edit")
+                edit_btn = gr.Button("Save edit", size="sm", scale=1, elem_id="chat-save-edit")
+            with gr.Accordion("Why this reply", open=False, elem_classes=["why-panel"]):
+                why_md = gr.Markdown("_No reply yet._", elem_id="chat-why")
+    sid = gr.State(None)
+    selected = gr.State(None)
+
+    def view(session: Any, *, note: str = "") -> tuple:
+        """Outputs shared by most events: chat, emotion picture/badge, status."""
+        card = _main_card(engine, session)
+        last = _last_assistant(session)
+        emotion = _get(last, "emotion") if last is not None else None
+        badge = f"**{html.text(card.name)}** feels {html.badge(emotion)}" if emotion else ""
+        return render_history(session), cards_view.emotion_image(card, emotion), badge, note
+
+    view_outputs = [chatbot, emotion_img, emotion_md, status]
+
+    def session_choices(card_id: str | None) -> list[tuple[str, str]]:
+        from roleplay.sessions import Session
+
+        if not card_id:
+            return []
+        return [(f"{s['title'] or s['id']} · {s['messages']} messages ({s['id']})", s["id"])
+                for s in Session.list(engine, character=card_id, limit=50)]
+
+    def pick(evt: gr.SelectData) -> str | None:
+        return ids[evt.index] if evt.index is not None and evt.index < len(ids) else None
+
+    def new_chat(card_id: str | None, name: str, persona_text: str):
+        from roleplay.sessions import Session
+
+        if not card_id:
+            return (None, [], None, "", "Pick a character.", "", gr.update(), "_No reply yet._")
+        try:
+            card = engine.card(card_id)
+            session = Session.new(engine, [card_id], user_name=(name or "").strip() or None,
+                                  user_persona=persona_text or "")
+        except RoleplayError as exc:
+            return (None, [], None, "", error_md(exc), "", gr.update(), "_No reply yet._")
+        info = f"### {html.text(card.name)}\n" + (" ".join(html.badge(t) for t in card.tags))
+        chat, img, badge, note = view(session, note=f"New chat `{session.id}`")
+        return (session.id, chat, img, badge, note, info,
+                gr.update(choices=session_choices(card_id), value=session.id), "_No reply yet._")
+
+    new_outputs = [sid, chatbot, emotion_img, emotion_md, status, char_info, sessions_dd, why_md]
+
+    def send(session_id: str | None, text: str, t: float, p: float, mx: float, sd: float) -> Iterator[tuple]:
+        text = (text or "").strip()
+        if not text:
+            yield gr.update(), gr.update(), gr.update(), gr.update(), "Type a message first.", gr.update()
+            return
+        try:
+            session = _load(engine, session_id)
+            params = sampling(t, p, mx, sd)
+        except RoleplayError as exc:
+            yield gr.update(), text, gr.update(), gr.update(), error_md(exc), gr.update()
+            return
+        yield from _stream(session, session.stream(text, params=params), user_text=text)
+
+    def _stream(session: Any, stream: Iterator, *, user_text: str | None = None) -> Iterator[tuple]:
+        """Show a stream's chunks as a growing last assistant row, then the saved state."""
+        base = render_history(session)
+        if user_text is not None:
+            base = base + [{"role": "user", "content": html.text(user_text)}]
+        elif base and base[-1]["role"] == "assistant":
+            base = base[:-1]  # regenerate/continue replace the last reply's row while streaming
+        so_far, reply = "", None
+        try:
+            for item in stream:
+                if isinstance(item, str):
+                    so_far += item
+                    yield (base + [{"role": "assistant", "content": html.text(so_far)}], "",
+                           gr.update(), gr.update(), "…", gr.update())
+                else:
+                    reply = item
+        except RoleplayError as exc:
+            fresh = _load(engine, session.id)
+            chat, img, badge, _ = view(fresh)
+            yield chat, "", img, badge, error_md(exc), gr.update()
+            return
+        fresh = _load(engine, session.id)
+        chat, img, badge, note = view(fresh)
+        yield chat, "", img, badge, note, why_panel(reply)
+
+    stream_outputs = [chatbot, msg, emotion_img, emotion_md, status, why_md]
+
+    def regenerate(session_id: str | None, t: float, p: float, mx: float, sd: float) -> Iterator[tuple]:
+        try:
+            session = _load(engine, session_id)
+            params = sampling(t, p, mx, sd)
+            result = session.regenerate_stream(params=params)
+        except RoleplayError as exc:
+            yield gr.update(), gr.update(), gr.update(), gr.update(), error_md(exc), gr.update()
+            return
+        yield from _stream_or_result(session, result)
+
+    def continue_(session_id: str | None, t: float, p: float, mx: float, sd: float) -> Iterator[tuple]:
+        try:
+            session = _load(engine, session_id)
+            params = sampling(t, p, mx, sd)
+            result = session.continue_stream(params=params)
+        except RoleplayError as exc:
+            yield gr.update(), gr.update(), gr.update(), gr.update(), error_md(exc), gr.update()
+            return
+        yield from _stream_or_result(session, result)
+
+    def _stream_or_result(session: Any, result: Any) -> Iterator[tuple]:
+        if hasattr(result, "__next__"):
+            yield from _stream(session, result)
+            return
+        fresh = _load(engine, session.id)
+        chat, img, badge, note = view(fresh)
+        yield chat, "", img, badge, note, why_panel(result)
+
+    def swipe(session_id: str | None, step: int):
+        try:
+            session = _load(engine, session_id)
+            last = _last_assistant(session)
+            if last is None:
+                return gr.update(), gr.update(), gr.update(), "No reply to swipe yet."
+            idx, count = _swipe_info(last)
+            target = min(max(idx + step, 0), count - 1)
+            if target != idx:
+                session.choose_swipe(_get(last, "id"), target)
+            return view(_load(engine, session_id), note=f"swipe {target + 1}/{count}")
+        except RoleplayError as exc:
+            return gr.update(), gr.update(), gr.update(), error_md(exc)
+
+    def select_message(session_id: str | None, evt: gr.SelectData):
+        try:
+            session = _load(engine, session_id)
+        except RoleplayError as exc:
+            return None, gr.update(), error_md(exc)
+        msgs = list(session.messages)
+        index = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        if index is None or index >= len(msgs):
+            return None, gr.update(), ""
+        return index, _get(msgs[index], "text", ""), f"Selected message {index + 1}."
+
+    def save_edit(session_id: str | None, index: int | None, text: str):
+        try:
+            session = _load(engine, session_id)
+            session.edit(_message_id(session, index), text)
+            return view(_load(engine, session_id), note="Edited.")
+        except RoleplayError as exc:
+            return gr.update(), gr.update(), gr.update(), error_md(exc)
+
+    def delete_from(session_id: str | None, index: int | None):
+        try:
+            session = _load(engine, session_id)
+            session.delete_from(_message_id(session, index))
+            return (*view(_load(engine, session_id), note="Deleted from the selected message on."), None)
+        except RoleplayError as exc:
+            return gr.update(), gr.update(), gr.update(), error_md(exc), gr.update()
+
+    def fork(session_id: str | None, index: int | None, card_id: str | None):
+        try:
+            session = _load(engine, session_id)
+            forked = session.fork(_message_id(session, index))
+            chat, img, badge, _ = view(_load(engine, forked.id))
+            return (forked.id, chat, img, badge, f"Forked into `{forked.id}`.",
+                    gr.update(choices=session_choices(card_id), value=forked.id))
+        except RoleplayError as exc:
+            return gr.update(), gr.update(), gr.update(), gr.update(), error_md(exc), gr.update()
+
+    def resume(chosen: str | None):
+        try:
+            session = _load(engine, chosen)
+            chat, img, badge, _ = view(session)
+            return session.id, chat, img, badge, f"Resumed `{session.id}`."
+        except RoleplayError as exc:
+            return gr.update(), gr.update(), gr.update(), gr.update(), error_md(exc)
+
+    sampling_inputs = [temperature, top_p, max_tokens, seed]
+    gallery.select(pick, None, char_id, api_name="pick_character")
+    char_id.change(new_chat, [char_id, user_name, persona], new_outputs, api_name="new_chat")
+    new_btn.click(new_chat, [char_id, user_name, persona], new_outputs, api_name="new_chat_button")
+    send_args = dict(fn=send, inputs=[sid, msg, *sampling_inputs], outputs=stream_outputs)
+    msg.submit(**send_args, api_name="send")
+    send_btn.click(**send_args, api_name="send_button")
+    regen_btn.click(regenerate, [sid, *sampling_inputs], stream_outputs, api_name="regenerate")
+    cont_btn.click(continue_, [sid, *sampling_inputs], stream_outputs, api_name="continue")
+    prev_btn.click(lambda s: swipe(s, -1), [sid], view_outputs, api_name="swipe_prev")
+    next_btn.click(lambda s: swipe(s, +1), [sid], view_outputs, api_name="swipe_next")
+    chatbot.select(select_message, [sid], [selected, edit_box, status], api_name="select_message")
+    edit_btn.click(save_edit, [sid, selected, edit_box], view_outputs, api_name="edit_message")
+    del_btn.click(delete_from, [sid, selected], [*view_outputs, selected], api_name="delete_from")
+    fork_btn.click(fork, [sid, selected, char_id], [sid, chatbot, emotion_img, emotion_md, status, sessions_dd],
+                   api_name="fork")
+    resume_btn.click(resume, [sessions_dd], [sid, chatbot, emotion_img, emotion_md, status], api_name="resume")
