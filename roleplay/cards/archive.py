@@ -27,8 +27,9 @@ def read_zip(path: str | Path) -> dict[str, bytes]:
         zf = zipfile.ZipFile(path)
     except CardError:
         raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
-        raise CardError(f"not a readable zip file ({exc})".splitlines()[0], file=path) from None
+    except Exception as exc:  # zipfile raises BadZipFile, NotImplementedError, ValueError, EOFError… on junk
+        raise CardError(f"not a readable zip file ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})",
+                        file=path) from None
     out: dict[str, bytes] = {}
     total = 0
     with zf:
@@ -40,7 +41,7 @@ def read_zip(path: str | Path) -> dict[str, bytes]:
             if stat.S_ISLNK(mode):
                 raise CardError(f"zip member {info.filename!r} is a symbolic link; links are not allowed",
                                 file=path)
-            if info.is_dir():
+            if info.filename.endswith("/"):  # a folder entry (not info.is_dir(): fails on empty names)
                 _member_name(info.filename.rstrip("/"), path)
                 continue
             name = _member_name(info.filename, path)

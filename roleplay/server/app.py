@@ -126,33 +126,39 @@ class GenerationQueue:
 class BodyLimitMiddleware:
     """Answers 413 (OpenAI format) when a request body exceeds ``max_bytes``.
 
-    Checks ``Content-Length`` up front and counts streamed (chunked) bodies as they arrive.
+    Checks ``Content-Length`` up front; a streamed (chunked) body is read into memory up to
+    the limit before the app sees it (bodies here are small JSON), then replayed.
     """
 
     def __init__(self, app: Any, *, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
             return await self.app(scope, receive, send)
         for key, value in scope.get("headers", []):
             if key == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
                 return await self._reject(send)
-        seen = 0
-
-        async def counting_receive() -> dict:
-            nonlocal seen
+        body = bytearray()
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge()
-            return message
+            if message["type"] != "http.request":
+                return  # the client went away before sending its body
+            body += message.get("body", b"")
+            if len(body) > self.max_bytes:
+                return await self._reject(send)
+            if not message.get("more_body"):
+                break
+        replayed = False
 
-        try:
-            await self.app(scope, counting_receive, send)
-        except _TooLarge:
-            await self._reject(send)
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()  # later calls wait for http.disconnect
+
+        await self.app(scope, replay, send)
 
     async def _reject(self, send: Callable) -> None:
         body = json.dumps(error_body(f"request body larger than {self.max_bytes} bytes",
@@ -161,10 +167,6 @@ class BodyLimitMiddleware:
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
-
-
-class _TooLarge(Exception):
-    pass
 
 
 def create_app(engine: "Engine", *, api_keys: Iterable[str] | None = None,

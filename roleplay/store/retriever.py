@@ -276,7 +276,7 @@ class Retriever:
                 if pos is not None:
                     vec_rank[pos] = r
         kw_all = loaded.bm25.scores(terms) if terms else np.zeros(n, dtype=np.float32)
-        kw_top = [int(i) for i in np.argsort(-kw_all)[:pool] if kw_all[i] > 0]
+        kw_top = _top(kw_all, pool)
         kw_rank = {p: r for r, p in enumerate(kw_top)}
 
         cands = np.fromiter(dict.fromkeys([*vec_rank, *kw_top]), dtype=np.int64)
@@ -350,6 +350,16 @@ def _recent(conversation: list[str]) -> tuple[list[str], list[float]]:
                 break
     weights = list(MESSAGE_WEIGHTS[:len(texts)])
     return texts[::-1], weights[::-1]
+
+
+def _top(scores: np.ndarray, n: int) -> list[int]:
+    """Indices of the ``n`` best positive scores, best first (argpartition: O(len))."""
+    if n < len(scores):
+        part = np.argpartition(-scores, n - 1)[:n]
+    else:
+        part = np.arange(len(scores))
+    part = part[np.argsort(-scores[part], kind="stable")]
+    return [int(i) for i in part if scores[i] > 0]
 
 
 def _fuse(method: str, cands: np.ndarray, vec: np.ndarray, kw: np.ndarray,

@@ -1,0 +1,156 @@
+"""Retrieval benchmark: index throughput, query latency and no-op re-index at 10,000 stories.
+
+A synthetic character (generated English and Chinese scenes, seeded, so every run sees
+the same text) is indexed into a fresh embedded Chroma store under a temporary
+ROLEPLAY_HOME. Figures, printed as ONE JSON line:
+
+- ``embed_per_s``: the raw embedder alone on the same texts, same batch size (baseline);
+- ``index_per_s`` and ``index_ratio`` = index_per_s / embed_per_s (target ≥ 0.8): what
+  chunking, duplicate detection, metadata and Chroma writes cost on top of embedding;
+- ``noop_reindex_s``: `Retriever.index` on the unchanged card from a fresh Retriever
+  (what every process start pays), and ``ensure_indexed_s`` on a warm one;
+- ``query_p50_ms`` / ``query_p95_ms``: `Retriever.stories` for 1–3 message conversations
+  (hybrid, 1500-token budget), after ``first_query_ms`` (loads the per-character cache).
+
+Usage: ``python bench/retrieval.py [--stories N] [--queries N]``
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+EN_SPEAKERS = ["Holmes", "Watson", "Lestrade", "Mrs. Hudson", "Mycroft", "Irene", "Gregson", "Wiggins"]
+ZH_SPEAKERS = ["孙悟空", "师父", "猪八戒", "沙僧", "观音", "白骨精", "牛魔王", "土地公"]
+EN_WORDS = ("lamp street letter window carriage river fog pipe violin coat garden bridge station key "
+            "ledger cellar tower clock doctor colonel widow clerk sailor banker parson thief ship "
+            "mud ash ink glove ring knife rope map hat boot candle door stair roof chimney horse "
+            "quietly suddenly never always tonight yesterday tomorrow perhaps certainly hardly "
+            "red grey silent broken hidden stolen heavy narrow ancient foreign curious absurd "
+            "found followed burned opened watched buried signed warned counted carried hid saw").split()
+EN_VERBS = "observe deduce suspect remember notice follow examine believe fear admire".split()
+ZH_CHARS = ("山水云风雨雪花月日天地人心手眼金木火土妖怪师父徒弟经书寺庙城门路桥河海龙虎猴马"
+            "刀棒剑火焰洞府仙佛魔王兵将酒茶饭果桃宝镜灯钟鼓旗帐车船衣帽鞋袋笔墨纸砚") 
+SYLLABLES = "ka zor vel mi tan rhu os ple dra ven qui sha lo bren"
+
+
+def rare_name(rng: random.Random) -> str:
+    return "".join(rng.choice(SYLLABLES.split()) for _ in range(3)).capitalize()
+
+
+def en_scene(rng: random.Random) -> str:
+    lines = []
+    for _ in range(rng.randint(3, 6)):
+        who = rng.choice(EN_SPEAKERS)
+        words = " ".join(rng.choice(EN_WORDS) for _ in range(rng.randint(6, 14)))
+        action = f"({rng.choice(EN_VERBS)}s the {rng.choice(EN_WORDS)}) " if rng.random() < 0.5 else ""
+        extra = f" {rare_name(rng)}" if rng.random() < 0.3 else ""
+        lines.append(f"{who}:「{action}I {rng.choice(EN_VERBS)} the {words}{extra}.」")
+    return "\n".join(lines)
+
+
+def zh_scene(rng: random.Random) -> str:
+    lines = []
+    for _ in range(rng.randint(3, 6)):
+        who = rng.choice(ZH_SPEAKERS)
+        text = "".join(rng.choice(ZH_CHARS) for _ in range(rng.randint(8, 20)))
+        action = f"（{''.join(rng.choice(ZH_CHARS) for _ in range(4))}）" if rng.random() < 0.5 else ""
+        lines.append(f"{who}:「{action}{text}！」")
+    return "\n".join(lines)
+
+
+def make_card(n: int, seed: int = 7):
+    from roleplay.cards.schema import Character
+
+    rng = random.Random(seed)
+    stories = [zh_scene(rng) if rng.random() < 0.3 else en_scene(rng) for _ in range(n)]
+    return Character(id="bench", name="Bench", stories=stories)
+
+
+def query_for(rng: random.Random, story: str) -> list[str]:
+    """A 1–3 message conversation whose last message borrows words from ``story``."""
+    words = story.replace("\n", " ").split()
+    pick = " ".join(rng.sample(words, min(len(words), 5))) if len(words) > 3 else story[:20]
+    last = f"Tell me about {pick}?" if story.isascii() else f"说说{story[rng.randint(0, max(0, len(story) - 12)):][:10]}吧"
+    context = [en_scene(rng).splitlines()[0] for _ in range(rng.randint(0, 2))]
+    return [*context, last]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--stories", type=int, default=10_000)
+    ap.add_argument("--queries", type=int, default=200)
+    args = ap.parse_args()
+
+    import numpy as np
+
+    with tempfile.TemporaryDirectory(prefix="rp-bench-") as home:
+        os.environ["ROLEPLAY_HOME"] = home
+        from roleplay.config import Settings
+        from roleplay.store import Retriever, get_embedder
+        from roleplay.store.indexer import BATCH
+        from roleplay.store.scenes import build_items
+
+        settings = Settings.from_env()
+        card = make_card(args.stories)
+        embedder = get_embedder(settings.embedder)
+        embedder.embed(["warm up"])  # load the model before any clock starts
+
+        # Baseline: the raw embedder over exactly the texts the index will embed.
+        items, _ = build_items(card.all_stories())
+        texts = [it.text for it in items]
+        t0 = time.perf_counter()
+        for i in range(0, len(texts), BATCH):
+            embedder.embed(texts[i:i + BATCH])
+        embed_s = time.perf_counter() - t0
+
+        retriever = Retriever(settings)
+        t0 = time.perf_counter()
+        stats = retriever.index(card)
+        index_s = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        again = Retriever(settings).index(card)
+        noop_s = time.perf_counter() - t0
+        assert again["unchanged"], again
+        t0 = time.perf_counter()
+        retriever.ensure_indexed(card)
+        ensure_s = time.perf_counter() - t0
+
+        rng = random.Random(11)
+        convs = [query_for(rng, rng.choice(card.stories)) for _ in range(args.queries + 1)]
+        t0 = time.perf_counter()
+        retriever.stories(card, convs[0])
+        first_ms = (time.perf_counter() - t0) * 1000
+        lat = []
+        for conv in convs[1:]:
+            t0 = time.perf_counter()
+            retriever.stories(card, conv, budget_tokens=1500)
+            lat.append((time.perf_counter() - t0) * 1000)
+
+        embed_rate = len(texts) / embed_s
+        index_rate = len(texts) / index_s
+        print(json.dumps({
+            "bench": "retrieval", "stories": args.stories, "items": stats["items"],
+            "duplicates": stats["duplicates"], "embedder": embedder.name,
+            "embed_per_s": round(embed_rate, 1), "index_per_s": round(index_rate, 1),
+            "index_ratio": round(index_rate / embed_rate, 3),
+            "noop_reindex_s": round(noop_s, 4), "ensure_indexed_s": round(ensure_s, 4),
+            "first_query_ms": round(first_ms, 1),
+            "query_p50_ms": round(float(np.percentile(lat, 50)), 2),
+            "query_p95_ms": round(float(np.percentile(lat, 95)), 2),
+            "queries": len(lat), "cpus": os.cpu_count(),
+            "load_avg_1m": round(os.getloadavg()[0], 2),
+        }))
+
+
+if __name__ == "__main__":
+    main()
