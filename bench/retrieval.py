@@ -121,15 +121,14 @@ def main() -> None:
         again = Retriever(settings).index(card)
         noop_s = time.perf_counter() - t0
         assert again["unchanged"], again
-        t0 = time.perf_counter()
-        retriever.ensure_indexed(card)
-        ensure_s = time.perf_counter() - t0
-
         rng = random.Random(11)
         convs = [query_for(rng, rng.choice(card.stories)) for _ in range(args.queries + 1)]
         t0 = time.perf_counter()
         retriever.stories(card, convs[0])
         first_ms = (time.perf_counter() - t0) * 1000
+        t0 = time.perf_counter()
+        retriever.ensure_indexed(card)  # the full check: hash every story, read the fingerprint
+        ensure_s = time.perf_counter() - t0
         lat = []
         for conv in convs[1:]:
             t0 = time.perf_counter()

@@ -128,3 +128,44 @@ def test_seeds_import_cleanly(tmp_path):
         (tmp_path / f"seed{suffix}").write_bytes(data)
         res = import_card(tmp_path / f"seed{suffix}", out_dir=tmp_path / suffix[1:])
         assert res.card.name in ("Fuzz", "A")
+
+
+# Structured fuzzing: a valid card (our own export, so extensions.roleplay is exercised too)
+# with one field replaced by an arbitrary JSON value.
+JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+                           lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids,
+                                                                                       max_size=4),
+                           max_leaves=12)
+
+
+def _own_export() -> dict:
+    from roleplay.cards.schema import Character, LoreEntry
+    from roleplay.cards.tavern import to_tavern
+
+    card = Character(id="own", name="Own", stories=["A: x\n"], emotions={"e": ["(a)"]},
+                     lorebook=[LoreEntry(keys=["k"], content="c", vector=True)], extensions={"tavern": {"x": 1}})
+    return to_tavern(card, version=3, story_files={"a.txt": "A: y"})
+
+
+OWN = _own_export()
+FIELD_PATHS = [("data",), ("data", "name"), ("data", "first_mes"), ("data", "alternate_greetings"),
+               ("data", "tags"), ("data", "extensions"), ("data", "extensions", "roleplay"),
+               ("data", "extensions", "roleplay", "stories"), ("data", "extensions", "roleplay", "story_files"),
+               ("data", "extensions", "roleplay", "lorebook"), ("data", "extensions", "roleplay", "style"),
+               ("data", "extensions", "roleplay", "id"), ("data", "extensions", "talkativeness"),
+               ("data", "extensions", "tavern"), ("data", "character_book"), ("data", "character_book", "entries"),
+               ("data", "character_book", "entries", 0), ("data", "character_book", "entries", 0, "keys"),
+               ("data", "character_book", "entries", 0, "extensions"),
+               ("data", "character_book", "entries", 0, "position"), ("data", "group_only_greetings"),
+               ("data", "character_version"), ("spec",)]
+
+
+@FUZZ
+@given(st.sampled_from(FIELD_PATHS), JSON_VALUES)
+def test_fuzz_card_fields(path, value):
+    obj = json.loads(json.dumps(OWN))
+    node = obj
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
+    _check(json.dumps(obj).encode(), ".json")

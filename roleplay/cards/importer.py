@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -118,6 +119,8 @@ def read_import(path: str | Path, *, card_id: str | None = None) -> ImportedCard
     path = Path(path)
     if card_id is not None and not ID_RE.match(card_id):
         raise CardError("ids are 1-64 characters of a-z, 0-9, '_' or '-'", field="id")
+    if path.name == "character.yaml" and path.is_file():
+        path = path.parent  # the card with its stories and images, not the bare file
     fmt = detect_format(path)
     if fmt == "card-folder":
         return _from_file_map(_folder_files(path), source=str(path), fmt=fmt, card_id=card_id,
@@ -155,7 +158,7 @@ def _from_png(data: bytes, *, source: str, card_id: str | None) -> ImportedCard:
     key = "ccv3" if "ccv3" in texts else "chara" if "chara" in texts else None
     if key is None:
         raise CardError("this PNG holds no character card (no 'chara' or 'ccv3' text chunk)", file=source)
-    b64 = texts[key].strip()
+    b64 = "".join(texts[key].split())  # some writers wrap base64 lines
     if len(b64) * 3 // 4 > LIMITS.base64_decoded_bytes:
         raise CardError(f"'{key}' chunk decodes past {LIMITS.base64_decoded_bytes} bytes", file=source)
     try:
@@ -295,10 +298,12 @@ def write_imported(imported: ImportedCard, *, out_dir: str | Path, overwrite: bo
     old = out_dir / f".replaced-{card.id}-{uuid.uuid4().hex[:8]}"
     try:
         staging.mkdir()
-        for name, text in imported.story_files.items():
-            atomic_write(safe_join(staging / "stories", name, what="story file"), text)
-        for name, data in imported.assets.items():
-            atomic_write(safe_join(staging, name, what="asset"), data)
+        jobs = [(safe_join(staging / "stories", n, what="story file"), t) for n, t in imported.story_files.items()]
+        jobs += [(safe_join(staging, n, what="asset"), d) for n, d in imported.assets.items()]
+        # subtle: thousands of scene files each fsync'd one after another cost ~7 ms apiece;
+        # concurrent fsyncs share journal commits (3000 files: 22 s → ~1 s), same durability.
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(lambda job: atomic_write(*job), jobs))
         save_card(card, staging / "character.yaml")
         if target.exists():
             os.replace(target, old)

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import PurePosixPath
 from typing import Any
 
-from pydantic import ValidationError
 
 from ..errors import CardError
 from .chatharuhi import detect_language, detect_style, slug
@@ -210,7 +210,8 @@ def from_tavern(obj: dict, *, file: str, card_id: str | None = None) -> tuple[Ch
         tavern["top"] = top
     story_files = native.pop("story_files", None) or {}
     exact_stories = native.pop("stories", None)
-    if exact_stories is not None and [s.strip() for s in exact_stories] == examples:
+    if isinstance(exact_stories, list) and all(isinstance(s, str) for s in exact_stories) \
+            and [s.strip() for s in exact_stories] == examples:
         fields["stories"] = exact_stories  # our export; kept byte-exact (trailing newlines)
     lore_native = native.pop("lorebook", None)
     ours = bool(native)  # our own export always records the id
@@ -224,7 +225,7 @@ def from_tavern(obj: dict, *, file: str, card_id: str | None = None) -> tuple[Ch
     if card_id:
         fields["id"] = card_id
     elif not ID_RE.match(str(fields.get("id", ""))):
-        fields["id"] = slug(name) or "character"
+        fields["id"] = slug(name) or slug(PurePosixPath(file).stem) or "character"  # CJK names: the file name
     if book is not None:
         fields["lorebook"], tavern["book"] = _book_from(book, file=file, prefix=prefix, ours=ours)
     if isinstance(lore_native, list) and len(lore_native) == len(fields.get("lorebook", [])):

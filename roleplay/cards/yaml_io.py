@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,9 @@ def parse_yaml(text: str, *, file: str) -> Any:
     """Parse YAML text into round-trip data, with limits; errors name the line."""
     _prescan(text, file=file)
     try:
-        data = _yaml().load(text)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ruamel warns on reused anchors: legal YAML, not our user's business
+            data = _yaml().load(text)
     except YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = mark.line + 1 if mark is not None else None

@@ -66,16 +66,24 @@ def cmd_list(args: argparse.Namespace) -> int:
     for err in errors:
         print(f"warning: {err}", file=sys.stderr)
     emit(args, {"cards": rows, "errors": [str(e) for e in errors]},
-         lambda: "\n".join(f"{r['id']:<16} {r['name']:<24} {r['language']:<4} {r['stories']:>5} stories  "
+         lambda: "\n".join(f"{r['id']:<16} {_pad(r['name'], 24)} {r['language']:<4} {r['stories']:>5} stories  "
                            f"{r['path']}" for r in rows) or "no cards found")
     return 0
+
+
+def _pad(text: str, width: int) -> str:
+    """Left-align in a terminal column: CJK characters take two cells."""
+    import unicodedata
+
+    cells = sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+    return text + " " * max(0, width - cells)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     from ..cards.library import get_card
 
     card = get_card(args.id, args.settings)
-    payload = card.model_dump(mode="json") | {"path": str(card.path), "file_stories": len(card._file_stories)}
+    payload = card.model_dump(mode="json") | {"path": str(card.path), "file_stories": len(card.all_stories()) - len(card.stories)}
 
     def text() -> str:
         lines = [f"{card.name} ({card.id}, {card.language})  {card.path}",

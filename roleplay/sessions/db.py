@@ -130,21 +130,27 @@ def _open(path: Path) -> sqlite3.Connection:
 
 
 def migrate(con: sqlite3.Connection) -> int:
-    """Apply the migrations that have not run yet; return the schema version."""
-    version = con.execute("PRAGMA user_version").fetchone()[0]
-    if version > len(MIGRATIONS):
-        raise StoreError(f"the sessions database has schema version {version}, newer than this "
-                         f"roleplay ({len(MIGRATIONS)}); upgrade roleplay")
-    for i, fn in enumerate(MIGRATIONS[version:], start=version + 1):
+    """Apply the migrations that have not run yet; return the schema version.
+
+    Each step reads the version inside its own write transaction, so two processes
+    opening a new database at once never apply the same migration twice.
+    """
+    while True:
         con.execute("BEGIN IMMEDIATE")
         try:
-            fn(con)
-            con.execute(f"PRAGMA user_version={i}")
+            version = con.execute("PRAGMA user_version").fetchone()[0]
+            if version > len(MIGRATIONS):
+                raise StoreError(f"the sessions database has schema version {version}, newer than this "
+                                 f"roleplay ({len(MIGRATIONS)}); upgrade roleplay")
+            if version == len(MIGRATIONS):
+                con.execute("COMMIT")
+                return version
+            MIGRATIONS[version](con)
+            con.execute(f"PRAGMA user_version={version + 1}")
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
             raise
-    return len(MIGRATIONS)
 
 
 def connect(path: Path) -> sqlite3.Connection:

