@@ -12,14 +12,22 @@ Trade-offs:
   already loaded, else with `roleplay.tokens.approx_tokens`.
 - The reply text *includes* the prefilled stage note: the model continued it, so it is
   part of what the character said and did. Streams yield it first, before generation.
+- Stories are retrieved anew each turn, which would change the prompt right after the
+  system message every turn; ``story_reuse`` keeps the still-relevant start of the
+  previous turn's block (remembered per conversation, in memory, LRU) so backends with a
+  prefix cache reuse more of it. ``cache_friendly`` goes further (see the composer).
 - Post-processing runs incrementally (`StreamCleaner`); when it sees the model start
   another speaker's line it stops consuming the backend's stream (which cancels the
   generation) — the speaker-line markers are also passed to the backend as stop strings.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +50,8 @@ if TYPE_CHECKING:  # heavy modules stay out of ``import roleplay.engine``
 CONTEXT_MESSAGES = 4
 #: A leading action note of a reply: (…), （…） or *…*.
 _LEADING_NOTE = re.compile(r"^\s*(\([^()\n]{1,80}\)|（[^（）\n]{1,80}）|\*[^*\n]{1,80}\*)")
+#: Conversations whose last story blocks are remembered (for ``story_reuse``).
+STORY_MEMORY = 512
 #: Keys a `reply_batch` request may carry (the keyword arguments of `Engine.stream_reply`).
 _REQUEST_KEYS = {"card", "history", "user_text", "options", "user_name", "user_persona",
                  "memories", "summary", "others"}
@@ -65,6 +75,13 @@ class EngineOptions(BaseModel):
     plain: bool = False
     #: How many stories to retrieve at most (None: as many as the budget allows).
     story_k: int | None = Field(None, ge=1, le=100)
+    #: Put memories, stories and triggered lore after the history (before the new
+    #: message) so the system message and history stay a stable, cacheable prefix.
+    cache_friendly: bool = False
+    #: Share of the story budget that may be filled, in their previous order, by the
+    #: stories of this conversation's previous turn that are still among the current
+    #: candidates (0 disables): keeps the story block's start stable for the KV cache.
+    story_reuse: float = Field(0.5, ge=0.0, le=1.0)
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -113,6 +130,19 @@ def last_note(history: Sequence[dict], card: Character) -> str | None:
     return None
 
 
+def conversation_key(card: Character, messages: Sequence[dict]) -> str:
+    """A fingerprint of a conversation up to and including its last user message.
+
+    Turn N stores its story block under the key of ``history + [user message]``; turn
+    N+1 (history grown by that message and the reply) and a regeneration of turn N+1 look
+    it up with the key of their history — the same messages up to that user message.
+    """
+    last_user = max((i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "user"),
+                     default=-1)
+    data = [[card.id]] + [[str(m.get("role")), str(m.get("content"))] for m in messages[:last_user + 1]]
+    return hashlib.sha1(json.dumps(data, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
 def _ms(start: float) -> float:
     return round((time.perf_counter() - start) * 1000.0, 2)
 
@@ -137,6 +167,8 @@ class Engine:
         self._retriever = retriever
         self._director: StageDirector | None = None
         self._composers: dict[Path | None, Composer] = {}
+        self._story_memory: OrderedDict[str, list[str]] = OrderedDict()
+        self._lock = threading.Lock()
 
     # -- lazy parts ---------------------------------------------------------------
     @property
@@ -214,9 +246,7 @@ class Engine:
         lore: list[Any] = []
         if not options.plain:
             if options.retrieval and card.all_stories():
-                self.retriever.ensure_indexed(card)
-                stories = self.retriever.stories(card, conversation, budget_tokens=budgets.stories,
-                                                 count_tokens=self.count_tokens, k=options.story_k)
+                stories = self._stories(card, history, conversation, options)
             if options.lorebook and card.lorebook:
                 lore = self.retriever.lore(card, conversation, budget_tokens=budgets.lorebook,
                                            count_tokens=self.count_tokens)
@@ -234,9 +264,60 @@ class Engine:
             card, history, user_text, user_name=user_name, user_persona=user_persona,
             stories=stories, lore=lore, memories=memories, summary=summary, note=note,
             stage_mode=options.stage_mode, budgets=budgets, count_tokens=self.count_tokens,
-            others=list(others), plain=options.plain)
+            others=list(others), plain=options.plain, cache_friendly=options.cache_friendly)
         timings["compose_ms"] = _ms(start)
+        if prompt.stories and user_text:
+            self._remember(conversation_key(card, [*history, {"role": "user", "content": user_text}]),
+                           [str(getattr(s, "id", "")) for s in prompt.stories])
         return prompt, timings
+
+    def _stories(self, card: Character, history: Sequence[dict], conversation: list[str],
+                 options: EngineOptions) -> list[Any]:
+        """Retrieved stories, best first — after the still-relevant start of the last block.
+
+        With ``story_reuse`` > 0 and a remembered previous block for this conversation,
+        the longest start of that block whose stories are all still candidates now (and
+        fit ``story_reuse`` of the budget) is kept in order, then the best new stories
+        fill the budget. Relevance changes at the block's end; its start stays cached.
+        """
+        budget = self.settings.budgets.stories
+        self.retriever.ensure_indexed(card)
+        with self._lock:
+            previous = self._story_memory.get(conversation_key(card, history)) if options.story_reuse > 0 else None
+        pool_budget = budget * 3 if previous else budget  # a wider pool, so old stories can still qualify
+        candidates = self.retriever.stories(card, conversation, budget_tokens=pool_budget,
+                                            count_tokens=self.count_tokens,
+                                            k=None if previous else options.story_k)
+        if not previous:
+            return candidates
+        by_id = {str(getattr(s, "id", "")): s for s in candidates}
+        kept: list[Any] = []
+        used = 0
+        for sid in previous:
+            story = by_id.get(sid)
+            if story is None:
+                break  # a prefix only: a gap would change everything after it anyway
+            tokens = getattr(story, "tokens", None) or self.count_tokens(story.text)
+            if used + tokens > options.story_reuse * budget:
+                break
+            kept.append(story)
+            used += tokens
+        out = list(kept)
+        for story in candidates:
+            if story in kept:
+                continue
+            tokens = getattr(story, "tokens", None) or self.count_tokens(story.text)
+            if used + tokens <= budget:
+                out.append(story)
+                used += tokens
+        return out[:options.story_k] if options.story_k else out
+
+    def _remember(self, key: str, story_ids: list[str]) -> None:
+        with self._lock:
+            self._story_memory[key] = story_ids
+            self._story_memory.move_to_end(key)
+            while len(self._story_memory) > STORY_MEMORY:
+                self._story_memory.popitem(last=False)
 
     def _stop_params(self, params: "SamplingParams | None", card: Character, user_name: str,
                      others: Sequence[str]) -> "SamplingParams":

@@ -141,3 +141,17 @@ def test_bad_history_is_one_clear_error(sherlock):
     with pytest.raises(ConfigError, match=r"history\[0\]"):
         Composer().compose(sherlock, [{"role": "wizard", "content": "x"}], "Hi", user_name="Watson",
                            budgets=Budgets(), count_tokens=approx_tokens)
+
+
+def test_cache_friendly_puts_per_turn_parts_after_history(sherlock):
+    kw = dict(user_name="Watson", note=NOTE, budgets=Budgets(), count_tokens=approx_tokens,
+              stories=["Sherlock:「(nods) Data.」"], memories=["Watson likes tea."],
+              lore=[Hit(1, "Moriarty", "The Napoleon of crime.")], cache_friendly=True)
+    p = Composer().compose(sherlock, history(1), "Next?", **kw)
+    roles = [m["role"] for m in p.messages]
+    assert roles == ["system", "user", "assistant", "system", "system", "system", "user", "assistant"]
+    assert "likes tea" not in p.messages[0]["content"]
+    assert "likes tea" in p.messages[3]["content"] and "Classic scenes" in p.messages[4]["content"]
+    assert "Napoleon" in p.messages[5]["content"]
+    q = Composer().compose(sherlock, history(2), "And then?", **kw)
+    assert q.messages[:3] == p.messages[:3]  # system + history: a stable prefix

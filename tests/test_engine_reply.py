@@ -119,3 +119,21 @@ def test_prompt_command_errors(capsys):
     assert main(["prompt", "no-such-card", "hi"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "no-such-card" in err and len(err.strip().splitlines()) == 1
+
+
+def test_story_reuse_keeps_the_start_of_the_previous_block(engine):
+    first = "Will you play the violin for me tonight?"
+    turn1 = engine.prepare("sherlock", [], first)
+    history = [{"role": "user", "name": "Watson", "content": first},
+               {"role": "assistant", "name": "Sherlock Holmes", "content": "(tunes the violin) Perhaps."}]
+    second = "Does music help you think?"
+    fresh = engine.prepare("sherlock", history, second, options=EngineOptions(story_reuse=0.0))
+    reused = engine.prepare("sherlock", history, second, options=EngineOptions(story_reuse=1.0))
+    ids1 = [s.id for s in turn1.stories]
+    ids_fresh, ids_reused = [s.id for s in fresh.stories], [s.id for s in reused.stories]
+    assert ids_fresh[0] != ids1[0], "precondition: the new message retrieves something else first"
+    assert ids_reused[0] == ids1[0]  # the old block start survives while it is still a candidate
+    assert reused.parts["stories"] <= BUDGETS.stories
+    # A conversation the engine has not seen gets plain retrieval.
+    other = engine.prepare("sherlock", [{"role": "user", "content": "unseen"}] + history, second)
+    assert [s.id for s in other.stories] == ids_fresh

@@ -118,3 +118,27 @@ def test_server_mode_same_code_path(chroma_server, roleplay_home):
     assert "lighthouse" in hits[0].text
     # nothing was written to the embedded store
     assert not settings.chroma_dir.exists()
+
+
+def test_damaged_vector_files_are_rebuilt_by_index(settings):
+    import numpy as np
+
+    r = Retriever(settings)
+    r.index(CARD)
+    # Past Chroma's sync threshold (1,000) the vectors live in HNSW files on disk:
+    # pad the collection with filler rows so those files exist, then damage them.
+    col = r._collection(CARD.id, create=False)
+    filler = np.random.default_rng(0).standard_normal((1100, 512)).astype(np.float32)
+    col.add(ids=[f"filler{i}" for i in range(1100)], embeddings=filler,
+            documents=[f"filler {i}" for i in range(1100)], metadatas=[{"source": "filler"}] * 1100)
+    forget_client(settings)
+    damaged = [f for d in settings.chroma_dir.iterdir() if d.is_dir() for f in d.iterdir()]
+    assert damaged
+    for f in damaged:
+        f.write_bytes(b"\x80junk" * 64)
+
+    with pytest.raises(StoreError, match="roleplay index"):
+        Retriever(settings).stories(CARD, ["gulls"])
+    stats = Retriever(settings).index(CARD)  # same card: the fingerprint alone would say "unchanged"
+    assert stats["rebuilt"] == "collection rebuilt" and stats["items"] == 2
+    assert "gulls" in Retriever(settings).stories(CARD, ["lighthouse gulls"], k=1)[0].text

@@ -230,7 +230,7 @@ def build(engine: "Engine") -> None:
             if name == base:
                 out.append(gr.update(info=f"⚠ {err.reason}", elem_classes=["field-error"]))
             else:
-                out.append(gr.update(info=None, elem_classes=[]))
+                out.append(gr.update(info="", elem_classes=[]))
         return out
 
     def yaml_error_md(err: CardError | None) -> str:
@@ -293,7 +293,7 @@ def build(engine: "Engine") -> None:
         except CardError as exc:
             return [*(gr.update(value=v, **u) for v, u in zip(values, _plain_updates(field_updates(exc)))),
                     yaml_error_md(exc), "Fix the error shown."]
-        return [*(gr.update(value=v, info=None, elem_classes=[]) for v in values), "", "Valid."]
+        return [*(gr.update(value=v, info="", elem_classes=[]) for v in values), "", "Valid."]
 
     def validate(yaml_text: str, *values: str):
         out = sync_from_form(yaml_text, *values)

@@ -166,8 +166,8 @@ def build(engine: "Engine") -> None:
                 max_tokens = gr.Slider(8, 1024, value=160, step=8, label="Max tokens", elem_id="chat-max-tokens")
                 seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")
             with gr.Accordion("Sessions", open=False):
-                sessions_dd = gr.Dropdown(choices=[], label="Saved chats with this character",
-                                          elem_id="chat-sessions")
+                sessions_dd = gr.Dropdown(choices=[], label="Saved chats with this character (or paste an id)",
+                                          allow_custom_value=True, elem_id="chat-sessions")
                 with gr.Row():
                     new_btn = gr.Button("New chat", size="sm")
                     resume_btn = gr.Button("Resume", size="sm")
@@ -214,6 +214,9 @@ def build(engine: "Engine") -> None:
         return [(f"{s['title'] or s['id']} · {s['messages']} messages ({s['id']})", s["id"])
                 for s in Session.list(engine, character=card_id, limit=50)]
 
+    def card_info(card: Any) -> str:
+        return f"### {html.text(card.name)}\n" + " ".join(html.badge(t) for t in card.tags)  # code spans show text literally
+
     def pick(evt: gr.SelectData) -> str | None:
         return ids[evt.index] if evt.index is not None and evt.index < len(ids) else None
 
@@ -228,7 +231,7 @@ def build(engine: "Engine") -> None:
                                   user_persona=persona_text or "")
         except RoleplayError as exc:
             return (None, [], None, "", error_md(exc), "", gr.update(), "_No reply yet._")
-        info = f"### {html.text(card.name)}\n" + (" ".join(html.badge(t) for t in card.tags))
+        info = card_info(card)
         chat, img, badge, note = view(session, note=f"New chat `{session.id}`")
         return (session.id, chat, img, badge, note, info,
                 gr.update(choices=session_choices(card_id), value=session.id), "_No reply yet._")
@@ -270,8 +273,9 @@ def build(engine: "Engine") -> None:
             yield chat, "", img, badge, error_md(exc), gr.update()
             return
         fresh = _load(engine, session.id)
-        chat, img, badge, note = view(fresh)
-        yield chat, "", img, badge, note, why_panel(reply)
+        chat, img, badge, _ = view(fresh)
+        tokens = _get(reply, "completion_tokens", 0)
+        yield chat, "", img, badge, f"Reply saved ({tokens} tokens).", why_panel(reply)
 
     stream_outputs = [chatbot, msg, emotion_img, emotion_md, status, why_md]
 
@@ -356,16 +360,18 @@ def build(engine: "Engine") -> None:
 
     def resume(chosen: str | None):
         try:
-            session = _load(engine, chosen)
+            session = _load(engine, (chosen or "").strip())
             chat, img, badge, _ = view(session)
-            return session.id, chat, img, badge, f"Resumed `{session.id}`."
+            return session.id, chat, img, badge, f"Resumed `{session.id}`.", card_info(session.card())
         except RoleplayError as exc:
-            return gr.update(), gr.update(), gr.update(), gr.update(), error_md(exc)
+            return gr.update(), gr.update(), gr.update(), gr.update(), error_md(exc), gr.update()
 
     sampling_inputs = [temperature, top_p, max_tokens, seed]
     gallery.select(pick, None, char_id, api_name="pick_character")
     char_id.change(new_chat, [char_id, user_name, persona], new_outputs, api_name="new_chat")
     new_btn.click(new_chat, [char_id, user_name, persona], new_outputs, api_name="new_chat_button")
+    # the Chatbot's own trash button starts a fresh chat (the old one stays saved)
+    chatbot.clear(new_chat, [char_id, user_name, persona], new_outputs, api_name="clear_chat")
     send_args = dict(fn=send, inputs=[sid, msg, *sampling_inputs], outputs=stream_outputs)
     msg.submit(**send_args, api_name="send")
     send_btn.click(**send_args, api_name="send_button")
@@ -378,4 +384,5 @@ def build(engine: "Engine") -> None:
     del_btn.click(delete_from, [sid, selected], [*view_outputs, selected], api_name="delete_from")
     fork_btn.click(fork, [sid, selected, char_id], [sid, chatbot, emotion_img, emotion_md, status, sessions_dd],
                    api_name="fork")
-    resume_btn.click(resume, [sessions_dd], [sid, chatbot, emotion_img, emotion_md, status], api_name="resume")
+    resume_btn.click(resume, [sessions_dd], [sid, chatbot, emotion_img, emotion_md, status, char_info],
+                     api_name="resume")

@@ -28,7 +28,7 @@ def inline(value: object, *, limit: int = 200) -> str:
 
 
 def badge(label: str) -> str:
-    """A small emotion badge: escaped label in an inline code span."""
+    """A small badge: ``label`` in an inline code span (Markdown shows code literally)."""
     return f"`{label.replace('`', '')}`" if label else ""
 
 

@@ -12,10 +12,8 @@ How it works, and the trade-offs:
 - Every model call runs on one dedicated worker thread, one at a time: the model and the
   reusable KV cache are shared state, and on two CPU cores parallel generations only slow
   each other down (throughput under load comes from `generate_batch`: real batching, left
-  padding). The dedicated thread also keeps speed steady: measured on the shared 2-core
-  machine under heavy load, ``generate`` called on the process's main thread ran ~7×
-  slower than the same call on a fresh thread (OpenMP barriers between the two intra-op
-  threads); on the worker, blocking and streaming calls run at the same speed.
+  padding). Blocking, streaming, batch and scoring calls share that one queue, so callers
+  from many threads (the API server, the web UI) never need a lock of their own.
 - KV-cache reuse: after each single-prompt generation we keep its cache and token ids; the
   next prompt that shares a long enough prefix (a chat's next turn: same system prompt and
   history) is cropped to the common prefix and only the new tokens are computed. Greedy

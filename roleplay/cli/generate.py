@@ -31,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-retrieval", action="store_true", help="no retrieved stories")
     p.add_argument("--no-lorebook", action="store_true", help="no lorebook entries")
     p.add_argument("--template-dir", metavar="DIR", help="your own Jinja2 templates (sandboxed)")
+    p.add_argument("--cache-friendly", action="store_true",
+                   help="memories, stories and triggered lore after the history (stable prefix)")
     p.add_argument("-k", type=int, default=None, help="at most N stories")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=cmd_prompt)
@@ -61,6 +63,7 @@ def cmd_prompt(args: argparse.Namespace) -> int:
     card = engine.card(args.id)
     options = EngineOptions(stage_mode=args.stage_mode, plain=args.plain, retrieval=not args.no_retrieval,
                             lorebook=not args.no_lorebook, story_k=args.k,
+                            cache_friendly=args.cache_friendly,
                             template_dir=Path(args.template_dir) if args.template_dir else None)
     backend = engine.backend  # loaded first: parts are counted with the model's tokenizer
     prompt = engine.prepare(card, _load_history(args.history), args.text, user_name=args.user_name,

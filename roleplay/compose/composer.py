@@ -20,6 +20,11 @@ Trade-offs and safety:
   text are *data* passed into the templates, never template source: ``{{ 7*7 }}`` in a
   persona is printed as typed. A user ``template_dir`` renders in Jinja2's
   `SandboxedEnvironment`; anything it does wrong becomes a one-line `ConfigError`.
+- The default order is the one above (the retrieved lines sit next to the persona, as
+  in ChatHaruhi). Stories and memories are retrieved anew for each message, so in that
+  order everything after the system message changes every turn; ``cache_friendly``
+  moves memories, stories and triggered lore after the history instead, and the system
+  message plus the history stay a stable prefix (measured in docs/prompting.md).
 - Stories, lore and the instruction are separate system messages rather than being
   folded into the first one: that keeps message 1 byte-identical across turns. Strict
   chat templates that allow a single leading system message must merge them (the
@@ -41,7 +46,7 @@ from ..cards.safety import LIMITS
 from ..cards.schema import Character
 from ..config import Budgets
 from ..errors import ConfigError, RoleplayError
-from .postprocess import format_note
+from .postprocess import bracket_pair, format_note
 from .stage import StageNote
 
 STAGE_MODES = ("prefill", "instruct", "off")
@@ -170,7 +175,8 @@ class Composer:
                 user_persona: str = "", stories: Sequence[Any] = (), lore: Sequence[Any] = (),
                 memories: Sequence[str] = (), summary: str = "", note: StageNote | None = None,
                 stage_mode: str = "prefill", budgets: Budgets, count_tokens: Callable[[str], int],
-                others: Sequence[str] = (), plain: bool = False) -> ComposedPrompt:
+                others: Sequence[str] = (), plain: bool = False,
+                cache_friendly: bool = False) -> ComposedPrompt:
         """Build the chat messages for one turn.
 
         Args:
@@ -188,6 +194,9 @@ class Composer:
             budgets: token budgets per part; count_tokens: the token counter.
             others: other characters in a group chat.
             plain: the evaluation baseline — plain persona system prompt, history, message.
+            cache_friendly: put the per-turn parts (memories, stories, triggered lore)
+                after the history, right before the new message, so that the system
+                message and the history form a prefix that stays the same across turns.
 
         Raises:
             ConfigError: a bad argument or a failing template.
@@ -240,8 +249,7 @@ class Composer:
         mem_kept, mem_tokens = _fit([x(m) for m in memories if isinstance(m, str) and m.strip()],
                                     lambda m: m, budgets.memories, count_tokens)
         summary_text = _tail_fit(x(summary).strip(), budgets.summary, count_tokens) if summary else ""
-        opening, closing = ("*", "*") if card.style.action_style == "asterisk" else (
-            ("（", "）") if lang in ("zh", "ja") else ("(", ")"))
+        opening, closing = bracket_pair(card)
         system = self.render(
             "system", lang, char=card.name, user=user_name, others=others,
             card_system=x(card.system_prompt), persona=x(card.persona), scenario=x(card.scenario),
@@ -250,20 +258,26 @@ class Composer:
             known=[x(k) for k in card.knowledge.known], unknown=[x(k) for k in card.knowledge.unknown],
             lore_before=[x(h.content) for h in constant if position(h) == "before_char"],
             lore_after=[x(h.content) for h in constant if position(h) != "before_char"],
-            memories=mem_kept, summary=summary_text)
-        messages = [{"role": "system", "content": system}]
-
+            memories=[] if cache_friendly else mem_kept, summary=summary_text)
         stories_kept, story_tokens = _fit(stories, lambda s: x(getattr(s, "text", s) or ""),
                                           budgets.stories, count_tokens)
+        per_turn: list[dict] = []  # parts that change with every message
+        if mem_kept and cache_friendly:
+            per_turn.append({"role": "system", "content": self.render(
+                "memories", lang, char=card.name, user=user_name, memories=mem_kept)})
         if stories_kept:
             block = self.render("stories", lang, char=card.name, user=user_name,
                                 stories=[x(getattr(s, "text", s)).strip() for s in stories_kept])
-            messages.append({"role": "system", "content": block})
+            per_turn.append({"role": "system", "content": block})
         if triggered:
             block = self.render("lore", lang, char=card.name, user=user_name,
                                 entries=[x(h.content).strip() for h in triggered])
-            messages.append({"role": "system", "content": block})
-        messages += history_msgs
+            per_turn.append({"role": "system", "content": block})
+        messages = [{"role": "system", "content": system}]
+        if cache_friendly:
+            messages += history_msgs + per_turn
+        else:
+            messages += per_turn + history_msgs
         if user_msg:
             messages.append({"role": "user", "content": user_msg})
 

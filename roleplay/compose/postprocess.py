@@ -89,7 +89,7 @@ class StreamCleaner:
     def __init__(self, card: Character, *, speakers: Iterable[str] = (), user_name: str = "") -> None:
         self.card = card
         self.done = False
-        self._raw = ""          # everything fed, with a virtual leading newline
+        self._raw = "\n"        # everything fed, after a virtual leading newline
         self._pos = 1           # raw text before this index has passed the marker stage
         self._pending = ""      # marker-safe text not yet through the character stage
         self._ws = ""           # held whitespace (emitted only if more text follows)
@@ -114,7 +114,6 @@ class StreamCleaner:
         for name in own:
             markers += [("\n" + name + c + sp, False, "drop") for c in _COLONS for sp in ("", " ")]
         self._markers = markers
-        self._raw = "\n"
 
     # -- marker stage -------------------------------------------------------------
     def _holdback(self, text: str, start: int) -> int:

@@ -45,8 +45,8 @@ DIMENSIONS: dict[str, str] = {
 }
 DEFAULT_DIMENSIONS = ("fluency", "coherence", "persona_behavior", "persona_utterance", "human_likeness")
 
-_TRANSCRIPT_TURNS = 8
-_CLIP = 600
+_TRANSCRIPT_TURNS = 4
+_CLIP = 400
 
 
 @dataclass
@@ -186,10 +186,10 @@ def _clip(text: str, n: int = _CLIP) -> str:
 def _profile(ctx: Context) -> str:
     card = ctx.card
     parts = [f"Character: {card.name}", _clip(card.persona.replace("{{char}}", card.name)
-                                            .replace("{{user}}", ctx.user_name), 900)]
+                                            .replace("{{user}}", ctx.user_name), 600)]
     if card.scenario.strip():
         parts.append("Setting: " + _clip(card.scenario.replace("{{char}}", card.name)
-                                         .replace("{{user}}", ctx.user_name), 500))
+                                         .replace("{{user}}", ctx.user_name), 300))
     if ctx.scene.strip():
         parts.append("Scene: " + _clip(ctx.scene, 700))
     if card.knowledge.unknown:

@@ -126,19 +126,12 @@ def get_embedder(spec: str = "use") -> Embedder:
         return emb
 
 
-def _embedding_function_base() -> type:
-    from chromadb.api.types import EmbeddingFunction
-
-    return EmbeddingFunction
-
-
 def _build_function_class() -> type:
     """Define and register the Chroma embedding function (chromadb imported lazily)."""
+    from chromadb.api.types import EmbeddingFunction
     from chromadb.utils.embedding_functions import register_embedding_function
 
-    base = _embedding_function_base()
-
-    class RoleplayEmbeddingFunction(base):  # type: ignore[misc, valid-type]
+    class RoleplayEmbeddingFunction(EmbeddingFunction):  # type: ignore[misc, type-arg]
         """Chroma adapter over `get_embedder(spec)`; rebuilt from ``{"spec": …}``."""
 
         def __init__(self, spec: str = "use") -> None:

@@ -6,16 +6,13 @@ Mazarin stone) decide which scene fits, and a sentence embedding blurs them. Tra
   a few English function words dropped); CJK runs become single characters *and*
   bigrams — Chinese has no spaces, bigrams approximate words without a segmenter and
   unigrams keep recall for one-character names (猴, 妖).
-- The index is built once per character and index fingerprint (≈0.2 s per 10,000
-  stories) and kept in memory; every (term, story) pair stores its precomputed BM25
+- The index is built once per character and index fingerprint (≈1 s per 10,000
+  stories on 2 busy cores, mostly tokenising) and kept in memory; every (term, story) pair stores its precomputed BM25
   contribution, so a query is one vector add per query term (≈1 ms at 10,000 stories).
 """
 from __future__ import annotations
 
-import math
 import re
-from collections import Counter
-
 import numpy as np
 
 K1, B = 1.2, 0.75
@@ -31,49 +28,57 @@ will would shall should can could may might must have has had just very too also
 def tokenize(text: str) -> list[str]:
     """Index terms of ``text`` (see the module docstring)."""
     out: list[str] = []
-    for m in _TOKEN.finditer(text.lower()):
-        cjk, word = m.group(1), m.group(2)
+    add = out.append
+    for cjk, word in _TOKEN.findall(text.lower()):
         if cjk:
             out.extend(cjk)
-            out.extend(cjk[i:i + 2] for i in range(len(cjk) - 1))
+            if len(cjk) > 1:
+                out.extend([cjk[i:i + 2] for i in range(len(cjk) - 1)])
             continue
-        if word.endswith("'s"):
-            word = word[:-2]
-        elif "'" in word:
-            word = word.replace("'", "")
+        if "'" in word:
+            word = word[:-2] if word.endswith("'s") else word.replace("'", "")
         if word in _STOP:
             continue
-        if len(word) > 4 and word.endswith("s") and not word.endswith("ss"):
+        if len(word) > 4 and word[-1] == "s" and word[-2] != "s":
             word = word[:-1]  # crude plural folding: "clues" ~ "clue"
-        out.append(word)
+        add(word)
     return out
 
 
 class BM25Index:
-    """Okapi BM25 over a fixed list of documents."""
+    """Okapi BM25 over a fixed list of documents (postings in CSR arrays)."""
 
     def __init__(self, docs: list[str]) -> None:
         self.n = len(docs)
-        postings: dict[str, tuple[list[int], list[int]]] = {}
-        lengths = np.zeros(self.n, dtype=np.float32)
+        vocab: dict[str, int] = {}
+        term_ids: list[int] = []
+        lengths = np.zeros(self.n, dtype=np.int64)
         for i, doc in enumerate(docs):
-            counts = Counter(tokenize(doc))
-            lengths[i] = sum(counts.values())
-            for term, tf in counts.items():
-                entry = postings.get(term)
-                if entry is None:
-                    postings[term] = entry = ([], [])
-                entry[0].append(i)
-                entry[1].append(tf)
+            toks = tokenize(doc)
+            lengths[i] = len(toks)
+            term_ids.extend([vocab.setdefault(t, len(vocab)) for t in toks])
+        self._vocab = vocab
+        # (term, doc) pairs -> term frequencies, sorted by term then doc, in one numpy
+        # pass instead of a Python dict of lists (3x faster at 10,000 stories).
+        n = max(self.n, 1)
+        keys = np.asarray(term_ids, dtype=np.int64) * n + np.repeat(np.arange(self.n, dtype=np.int64), lengths)
+        pairs, tf = np.unique(keys, return_counts=True)
+        terms = pairs // n
+        self._docs = (pairs % n).astype(np.int32)
+        self._ptr = np.searchsorted(terms, np.arange(len(vocab) + 1)).astype(np.int64)
+        df = np.diff(self._ptr).astype(np.float32)
+        idf = np.log1p((self.n - df + 0.5) / (df + 0.5))
         avgdl = float(lengths.mean()) if self.n else 1.0
-        norm = K1 * (1 - B + B * lengths / max(avgdl, 1e-9))
-        self._terms: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        for term, (idx, tfs) in postings.items():
-            ids = np.asarray(idx, dtype=np.int32)
-            tf = np.asarray(tfs, dtype=np.float32)
-            df = len(ids)
-            idf = math.log(1.0 + (self.n - df + 0.5) / (df + 0.5))
-            self._terms[term] = (ids, (idf * tf * (K1 + 1) / (tf + norm[ids])).astype(np.float32))
+        norm = K1 * (1 - B + B * lengths.astype(np.float32) / max(avgdl, 1e-9))
+        tf = tf.astype(np.float32)
+        self._weight = (idf[terms] * tf * (K1 + 1) / (tf + norm[self._docs])).astype(np.float32)
+
+    def _postings(self, term: str) -> tuple[np.ndarray, np.ndarray] | None:
+        t = self._vocab.get(term)
+        if t is None:
+            return None
+        lo, hi = self._ptr[t], self._ptr[t + 1]
+        return self._docs[lo:hi], self._weight[lo:hi]
 
     @staticmethod
     def query_terms(messages: list[str], weights: list[float]) -> dict[str, float]:
@@ -89,7 +94,7 @@ class BM25Index:
         """BM25 score of every document for weighted query terms."""
         out = np.zeros(self.n, dtype=np.float32)
         for term, w in terms.items():
-            hit = self._terms.get(term)
+            hit = self._postings(term)
             if hit is not None:
                 # subtle: a term's postings hold each document once, so fancy-index
                 # += is safe here (no repeated indices to lose).
@@ -100,7 +105,7 @@ class BM25Index:
         """The query terms that matched ``doc``, largest contribution first."""
         found: list[tuple[str, float]] = []
         for term, w in terms.items():
-            hit = self._terms.get(term)
+            hit = self._postings(term)
             if hit is None:
                 continue
             pos = int(np.searchsorted(hit[0], doc))

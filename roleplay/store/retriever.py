@@ -30,7 +30,7 @@ from ..cards.schema import Character
 from ..config import Settings
 from ..errors import RoleplayError, StoreError
 from ..tokens import approx_tokens
-from .client import REBUILD_HINT, corrupted_error, get_client, rebuild_client
+from .client import corrupted_error, get_client, rebuild_client
 from .embeddings import Embedder, embedding_function, get_embedder
 from .indexer import card_fingerprint, collection_name, open_collection, sync_collection
 from .keyword import BM25Index
@@ -44,6 +44,8 @@ MESSAGE_WEIGHTS = (1.0, 0.5, 0.25, 0.125)
 #: Candidates taken from each signal before fusion.
 POOL = 50
 RRF_K = 60
+#: Stories skipped for not fitting the budget before the cut stops looking.
+MAX_MISSES = 8
 
 __all__ = ["Retriever", "RetrievedStory", "LoreHit", "METHODS"]
 
@@ -115,9 +117,10 @@ class Retriever:
         # back to its downloading default when the collection is reopened.
         return embedding_function(self.settings.embedder)
 
-    def _guard(self, what: str, exc: BaseException) -> StoreError:
+    def _guard(self, what: str, exc: BaseException) -> RoleplayError:
+        """The one user-facing error for a failed store operation (ours pass through)."""
         if isinstance(exc, RoleplayError):
-            return exc  # type: ignore[return-value]
+            return exc
         if self.settings.chroma_url:
             return StoreError(f"Chroma server {self.settings.chroma_url} failed while {what}: "
                               f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
@@ -168,6 +171,7 @@ class Retriever:
     def _sync(self, card: Character, fp: str, *, progress: bool) -> dict:
         col = self._collection(card.id, create=True, metadata={"character": card.id})
         if (col.metadata or {}).get("fingerprint") == fp:
+            self._probe(col)
             return {"character": card.id, "collection": col.name, "stories": len(card.all_stories()),
                     "items": int((col.metadata or {}).get("items", 0)), "added": 0, "updated": 0,
                     "removed": 0, "unchanged": True}
@@ -177,6 +181,17 @@ class Retriever:
             raise
         except Exception as exc:
             raise self._guard("indexing", exc) from None
+
+    def _probe(self, col: Any) -> None:
+        """One tiny vector query: a matching fingerprint does not prove the vector files
+        are readable (they can be damaged while the catalogue is fine)."""
+        try:
+            if col.count():
+                probe = np.zeros(self.embedder.dim, dtype=np.float32)
+                probe[0] = 1.0
+                col.query(query_embeddings=[probe], n_results=1, include=[])
+        except Exception as exc:
+            raise self._guard("reading the index", exc) from None
 
     def _drop_collection(self, card_id: str) -> None:
         self._loaded.pop(card_id, None)
@@ -229,6 +244,10 @@ class Retriever:
         texts, weights = _recent(conversation)
         if not texts:
             return None
+        with self._lock:  # the cache is shared by the server's threads
+            return self._mix(texts, weights)
+
+    def _mix(self, texts: list[str], weights: list[float]) -> np.ndarray | None:
         missing = [t for t in dict.fromkeys(texts) if t not in self._text_vectors]
         if missing:
             for t, v in zip(missing, self.embedder.embed(missing)):
@@ -269,8 +288,16 @@ class Retriever:
         if qvec is not None:
             try:
                 res = loaded.collection.query(query_embeddings=[qvec], n_results=pool, include=[])
-            except Exception as exc:
-                raise self._guard("querying", exc) from None
+            except Exception:
+                # Another process may have rebuilt the collection (new id, same name):
+                # reopen once before calling the store broken.
+                with self._lock:
+                    self._loaded.pop(card.id, None)
+                loaded = self._ready(card)
+                try:
+                    res = loaded.collection.query(query_embeddings=[qvec], n_results=pool, include=[])
+                except Exception as exc:
+                    raise self._guard("querying", exc) from None
             for r, sid in enumerate(res["ids"][0]):
                 pos = loaded.position.get(sid)
                 if pos is not None:
@@ -288,13 +315,18 @@ class Retriever:
 
         order = np.argsort(-total, kind="stable")
         out: list[RetrievedStory] = []
-        used = 0
+        used = misses = 0
         for j in order:
             pos = int(cands[j])
             text = loaded.docs[pos]
             tokens = count(text)
             if used + tokens > budget_tokens:
-                continue  # a smaller, less relevant story may still fit
+                # A smaller, less relevant story may still fit; but a model tokenizer is
+                # not free, so stop after a few misses or once the budget is nearly full.
+                misses += 1
+                if misses >= MAX_MISSES or budget_tokens - used < 32:
+                    break
+                continue
             used += tokens
             meta = loaded.metas[pos] or {}
             out.append(RetrievedStory(

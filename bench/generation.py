@@ -1,0 +1,198 @@
+"""Generation benchmark: prints ONE JSON line.
+
+Figures (all measured in this run, against a baseline measured in the same run):
+- ``engine_tok_s`` vs ``raw_tok_s``: our transformers backend streaming a reply vs a bare
+  ``model.generate`` on the very same token ids and decoding settings (greedy, 64 new
+  tokens, KV reuse off so both compute the whole prompt); ``ratio`` target ≥ 0.95.
+  Repeated alternately; the medians are reported (the machine is shared).
+- ``kv_reuse_ttft_ms``: time to the first streamed chunk of a chat's next turn with and
+  without reuse of the previous turn's KV cache.
+- ``overhead_p50_ms``: per-turn work outside generation (`Engine.prepare`: retrieval, stage
+  direction, composition), p50 over a 10-turn Sherlock chat, after one warm-up turn.
+- ``prefix_stability``: over the same chat, the share of each turn's prompt tokens that
+  equal the previous turn's prompt prefix (mean over turns 2–10; target ≥ 0.8) — what a
+  prefix cache (ours, vLLM's, llama.cpp's) can reuse.
+- ``llamacpp_tok_s``: llama.cpp on the same GGUF when llama-cpp-python is installed, else null.
+
+Usage: ``python bench/generation.py [--tokens 64] [--repeats 3]``. Runs in a temporary
+ROLEPLAY_HOME; the converted model cache defaults to the repository's ``.cache``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from importlib.util import find_spec
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("ROLEPLAY_CACHE", str(REPO / ".cache"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+USER_TURNS = [
+    "Good morning, Holmes. You look as if you have not slept.",
+    "A client is waiting downstairs, a young woman in a grey cloak.",
+    "She says her stepfather keeps a cheetah and a baboon on the grounds.",
+    "Her sister died two years ago, whispering about a speckled band.",
+    "Should we take the train to Stoke Moran this afternoon?",
+    "The ventilator opens into the next room, not to the outside air. Odd, is it not?",
+    "The bell-pull is a dummy, Holmes. It is not even attached to a wire.",
+    "What do you make of the saucer of milk on the safe?",
+    "I heard a low, clear whistle in the night.",
+    "So the band was a swamp adder. How did you know?",
+]
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def timed_stream(stream) -> tuple[float, float, str]:
+    """(seconds to first chunk, total seconds, text) of consuming ``stream``."""
+    start = time.perf_counter()
+    first = None
+    parts = []
+    for chunk in stream:
+        if first is None:
+            first = time.perf_counter() - start
+        parts.append(chunk)
+    return first or 0.0, time.perf_counter() - start, "".join(parts)
+
+
+def throughput(backend, messages, *, tokens: int, repeats: int) -> dict:
+    import torch
+
+    from roleplay.backends import SamplingParams
+
+    params = SamplingParams(max_tokens=tokens, temperature=0, repetition_penalty=1.1)
+    ids = backend.prompt_ids(messages)
+    input_ids = torch.tensor([ids], device=backend.device)
+    saved = backend.reuse_cache
+    backend.reuse_cache = False
+    engine, raw = [], []
+    try:
+        for _ in range(repeats):
+            _, secs, _ = timed_stream(backend.stream(messages, params))
+            engine.append(backend.last_usage["completion_tokens"] / secs)
+            start = time.perf_counter()
+            with torch.inference_mode():
+                out = backend.model.generate(input_ids, attention_mask=torch.ones_like(input_ids),
+                                             max_new_tokens=tokens, do_sample=False, repetition_penalty=1.1,
+                                             pad_token_id=backend.pad_id, eos_token_id=backend.eos_ids)
+            raw.append((out.shape[1] - len(ids)) / (time.perf_counter() - start))
+    finally:
+        backend.reuse_cache = saved
+    e, r = statistics.median(engine), statistics.median(raw)
+    return {"prompt_tokens": len(ids), "new_tokens": tokens, "engine_tok_s": round(e, 2),
+            "raw_tok_s": round(r, 2), "ratio": round(e / r, 3)}
+
+
+def chat_figures(engine, card, *, reply_tokens: int) -> dict:
+    """Overhead p50 and prefix stability over a 10-turn chat with real (short) replies."""
+    from roleplay.backends import SamplingParams
+
+    backend = engine.backend
+    params = SamplingParams(max_tokens=reply_tokens, temperature=0)
+    engine.prepare(card, [], "Hello there.")  # warm-up: index the card, load the embedder
+    history: list[dict] = []
+    overhead, shares = [], []
+    previous: list[int] | None = None
+    for text in USER_TURNS:
+        start = time.perf_counter()
+        prompt = engine.prepare(card, history, text)
+        overhead.append((time.perf_counter() - start) * 1000)
+        ids = backend.prompt_ids(prompt.messages)
+        if previous is not None:
+            shared = 0
+            for a, b in zip(previous, ids):
+                if a != b:
+                    break
+                shared += 1
+            shares.append(shared / len(ids))
+        previous = ids
+        reply = engine.reply(card, history, text, params=params)
+        history += [{"role": "user", "name": card.user_name, "content": text},
+                    {"role": "assistant", "name": card.name, "content": reply.text}]
+    return {"overhead_p50_ms": round(statistics.median(overhead), 1),
+            "prefix_stability": round(statistics.mean(shares), 3),
+            "prefix_stability_min": round(min(shares), 3),
+            "final_prompt_tokens": len(previous or [])}
+
+
+def kv_reuse(backend, messages, follow_up) -> dict:
+    from roleplay.backends import SamplingParams
+
+    params = SamplingParams(max_tokens=8, temperature=0)
+    saved = backend.reuse_cache
+    try:
+        backend.reuse_cache = True
+        backend.generate(messages, params)
+        with_reuse, _, _ = timed_stream(backend.stream(follow_up, params))
+        reused = backend.last_usage["reused_tokens"]
+        backend.reuse_cache = False
+        without, _, _ = timed_stream(backend.stream(follow_up, params))
+    finally:
+        backend.reuse_cache = saved
+    return {"kv_reuse_ttft_ms": round(with_reuse * 1000, 1), "no_reuse_ttft_ms": round(without * 1000, 1),
+            "kv_reused_tokens": reused}
+
+
+def llamacpp_tok_s(settings, messages, *, tokens: int) -> float | None:
+    if find_spec("llama_cpp") is None:
+        return None
+    from roleplay.backends import SamplingParams, get_backend
+
+    llama = get_backend(settings.model_copy(update={"backend": "llamacpp"}))
+    params = SamplingParams(max_tokens=tokens, temperature=0)
+    _, secs, text = timed_stream(llama.stream(messages, params))
+    return round(llama.count_tokens(text) / secs, 2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--reply-tokens", type=int, default=24, help="reply length in the 10-turn chat")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="roleplay-bench-") as home:
+        os.environ["ROLEPLAY_HOME"] = home
+        from roleplay.backends import SamplingParams, get_backend
+        from roleplay.config import Settings
+        from roleplay.engine import Engine
+
+        settings = Settings.from_env()
+        start = time.perf_counter()
+        backend = get_backend(settings)
+        load_s = time.perf_counter() - start
+        engine = Engine(settings, backend=backend)
+        card = engine.card("sherlock")
+        log(f"model loaded in {load_s:.1f}s; composing a real prompt")
+        first = engine.prepare(card, [], USER_TURNS[0])
+        messages = first.messages
+        result: dict = {"bench": "generation", "backend": backend.name, "model": backend.model_name,
+                        "device": backend.device, "load_s": round(load_s, 2)}
+        log("throughput: engine stream vs raw model.generate")
+        result.update(throughput(backend, messages, tokens=args.tokens, repeats=args.repeats))
+        log("KV reuse on a follow-up turn")
+        reply = backend.generate(messages, SamplingParams(max_tokens=16, temperature=0))
+        follow = engine.prepare(card, [{"role": "user", "name": card.user_name, "content": USER_TURNS[0]},
+                                       {"role": "assistant", "name": card.name, "content": first.prefill + reply}],
+                                USER_TURNS[1])
+        result.update(kv_reuse(backend, messages, follow.messages))
+        log("10-turn chat: overhead and prefix stability")
+        result.update(chat_figures(engine, card, reply_tokens=args.reply_tokens))
+        log("llama.cpp (when installed)")
+        result["llamacpp_tok_s"] = llamacpp_tok_s(settings, messages, tokens=args.tokens)
+        result["targets"] = {"ratio": 0.95, "prefix_stability": 0.8}
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""Load generation against a running API: N streaming chat clients, checked for isolation.
+
+Used by ``bench/serve.py`` (8 clients, 30 s) and ``bench/soak.py`` (16 clients, 60 s).
+Each client holds its own conversation with one character and streams completions until
+the deadline; it records the time to first token (first non-empty content delta) and
+checks that what came back is its own:
+
+- every chunk of a stream carries the same completion id, and ids never repeat across
+  clients (a chunk from another stream would break this);
+- the streamed text starts with the stage note reported in its own final chunk, and that
+  note belongs to the client's character (it comes from the card's emotion palette or its
+  canonical lines), so a reply built for another character is caught.
+
+Trade-off: threads with blocking ``httpx`` streams rather than asyncio — simpler, and with
+at most a few dozen clients the GIL is irrelevant next to the model's time per token.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+#: Openers the clients cycle through (English and Chinese, as the bundled cards are).
+PROMPTS = ["Good evening. What are you working on today?", "Tell me something about yourself.",
+           "That sounds dangerous. Are you sure?", "Thank you, that was kind of you.",
+           "你好！今天过得怎么样？", "Why do you say that?"]
+
+
+@dataclass
+class ClientStats:
+    """What one client saw."""
+
+    card_id: str
+    ttft: list[float] = field(default_factory=list)
+    totals: list[float] = field(default_factory=list)
+    done: int = 0
+    errors: list[str] = field(default_factory=list)
+    crossed: list[str] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """The ``q`` quantile (0..1) by linear interpolation; None for no values."""
+    if not values:
+        return None
+    vals = sorted(values)
+    pos = (len(vals) - 1) * q
+    lo, hi = int(pos), min(int(pos) + 1, len(vals) - 1)
+    return round(vals[lo] + (vals[hi] - vals[lo]) * (pos - lo), 4)
+
+
+def _bare(note: str) -> str:
+    return re.sub(r"^[\s(（*]+|[\s)）*]+$", "", note)
+
+
+def owns_note(card: Any, note: str) -> bool:
+    """Whether ``note`` comes from ``card``'s palette or canonical lines (empty: trivially)."""
+    inner = _bare(note)
+    if not inner:
+        return True
+    palette = [n for notes in card.emotions.values() for n in notes]
+    corpus = "\n".join(palette + [text for _label, text in card.all_stories()])
+    return inner in corpus
+
+
+def stream_once(http: httpx.Client, base: str, model: str, messages: list[dict], *, max_tokens: int,
+                headers: dict | None = None, timeout: float = 600.0) -> dict:
+    """One streamed completion: ``{"text", "ttft", "total", "ids", "extra", "error"}``."""
+    body = {"model": model, "messages": messages, "stream": True, "max_tokens": max_tokens}
+    t0 = time.perf_counter()
+    out: dict[str, Any] = {"text": "", "ttft": None, "total": None, "ids": set(), "extra": None, "error": None}
+    with http.stream("POST", base + "/v1/chat/completions", json=body, headers=headers or {},
+                     timeout=timeout) as r:
+        if r.status_code != 200:
+            r.read()
+            out["error"] = f"HTTP {r.status_code}: {r.text[:200]}"
+            return out
+        for line in r.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            data = line[6:]
+            if data == "[DONE]":
+                break
+            chunk = json.loads(data)
+            if "error" in chunk:
+                out["error"] = chunk["error"].get("message", "error")
+                break
+            out["ids"].add(chunk["id"])
+            for choice in chunk.get("choices", []):
+                piece = (choice.get("delta") or {}).get("content") or ""
+                if piece and out["ttft"] is None:
+                    out["ttft"] = time.perf_counter() - t0
+                out["text"] += piece
+            if chunk.get("roleplay"):
+                out["extra"] = chunk["roleplay"]
+    out["total"] = time.perf_counter() - t0
+    return out
+
+
+def run_clients(base: str, cards: list[Any], *, clients: int, seconds: float, max_tokens: int,
+                headers: dict | None = None, hard_limit: float = 900.0) -> list[ClientStats]:
+    """``clients`` threads chatting until ``seconds`` pass (requests in flight then finish)."""
+    deadline = time.monotonic() + seconds
+    stop_all = time.monotonic() + hard_limit
+    stats = [ClientStats(cards[i % len(cards)].id) for i in range(clients)]
+
+    def client(i: int) -> None:
+        card, st = cards[i % len(cards)], stats[i]
+        history: list[dict] = []
+        turn = 0
+        with httpx.Client() as http:
+            while time.monotonic() < deadline and time.monotonic() < stop_all:
+                text = PROMPTS[(i + turn) % len(PROMPTS)]
+                messages = history[-4:] + [{"role": "user", "content": text}]
+                try:
+                    res = stream_once(http, base, "roleplay/" + card.id, messages, max_tokens=max_tokens,
+                                      headers=headers, timeout=max(60.0, stop_all - time.monotonic()))
+                except Exception as exc:  # a dropped connection is an error to count, not a crash
+                    st.errors.append(f"{type(exc).__name__}: {exc}"[:200])
+                    continue
+                if res["error"]:
+                    st.errors.append(res["error"])
+                    continue
+                st.done += 1
+                st.totals.append(res["total"])
+                if res["ttft"] is not None:
+                    st.ttft.append(res["ttft"])
+                ids = res["ids"]
+                note = (res["extra"] or {}).get("note") or ""
+                if len(ids) != 1:
+                    st.crossed.append(f"{len(ids)} completion ids in one stream")
+                else:
+                    st.ids.append(next(iter(ids)))
+                if note and not res["text"].lstrip().startswith(note.strip()):
+                    st.crossed.append(f"text does not start with its own note {note!r}")
+                if not owns_note(card, note):
+                    st.crossed.append(f"note {note!r} is not {card.id}'s")
+                history += [{"role": "user", "content": text}, {"role": "assistant", "content": res["text"]}]
+                turn += 1
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=max(1.0, stop_all - time.monotonic()))
+    all_ids = [i for st in stats for i in st.ids]
+    if len(all_ids) != len(set(all_ids)):
+        stats[0].crossed.append("a completion id was seen by two clients")
+    return stats
+
+
+def summary(stats: list[ClientStats]) -> dict:
+    """Totals over clients: requests, errors, crossed, TTFT and latency quantiles."""
+    ttft = [t for st in stats for t in st.ttft]
+    totals = [t for st in stats for t in st.totals]
+    return {"requests": sum(st.done for st in stats), "errors": sum(len(st.errors) for st in stats),
+            "crossed": sum(len(st.crossed) for st in stats),
+            "ttft_p50_s": percentile(ttft, 0.5), "ttft_p95_s": percentile(ttft, 0.95),
+            "latency_p50_s": percentile(totals, 0.5), "latency_p95_s": percentile(totals, 0.95),
+            "error_samples": [e for st in stats for e in st.errors][:3],
+            "crossed_samples": [c for st in stats for c in st.crossed][:3]}
+
+
+class ServerProcess:
+    """``roleplay serve`` in a subprocess on a free loopback port, with its RSS readable."""
+
+    def __init__(self, home: Path, *, port: int, extra_env: dict | None = None) -> None:
+        env = {**os.environ, "ROLEPLAY_HOME": str(home), **(extra_env or {})}
+        self.base = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen([sys.executable, "-m", "roleplay", "serve", "--port", str(port)],
+                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("the server exited: " + (self.proc.stderr.read() or b"").decode()[-500:])
+            try:
+                if httpx.get(self.base + "/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("the server did not start in time")
+
+    def rss_mb(self) -> float:
+        """Resident memory of the server process (Linux /proc), in MiB."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+        return 0.0
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def median(values: list[float]) -> float | None:
+    return round(statistics.median(values), 4) if values else None

@@ -1,0 +1,167 @@
+"""The web UI in headless Debian chromium (Playwright): chat, swipes, escaping, authoring.
+
+One walk through the page, as a user would: open it, pick a character, send a message
+and watch the reply stream in with its action note, regenerate and switch swipes, open a
+card with HTML/script in its fields (nothing runs; the text shows literally), then break a
+card in the Author tab, see the inline error, fix it and save. A screenshot of every step
+goes to the ``artifacts_dir`` (CI prints its path).
+"""
+from __future__ import annotations
+
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from test_webui_endpoints import write_hostile_card
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+#: Generation on a shared 2-core CPU can take a while; UI steps are fast.
+SLOW_MS = 420_000
+
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not Path(CHROMIUM).exists() or shutil.which("chromium") is None,
+                                 reason="Debian chromium is not installed (make browser)")]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory, backend):
+    from roleplay.config import Budgets, Settings
+    from roleplay.engine import Engine
+    from webui.app import build_app, launch
+
+    home = tmp_path_factory.mktemp("browser-home")
+    write_hostile_card(home)
+    settings = Settings.from_env(home=home, budgets=Budgets(stories=120, lorebook=60, memories=40,
+                                                             history=120, summary=40))
+    demo = build_app(Engine(settings, backend=backend))
+    port = free_port()
+    launch(demo, port=port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/", home
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def page(app_url):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+        pg.dialogs = []  # type: ignore[attr-defined]
+        pg.on("dialog", lambda d: (pg.dialogs.append(d.message), d.dismiss()))
+        pg.goto(app_url[0], wait_until="domcontentloaded")
+        pg.wait_for_selector("textarea", timeout=60_000)
+        yield pg
+        browser.close()
+
+
+def shot(page, artifacts_dir: Path, name: str) -> None:
+    page.screenshot(path=str(artifacts_dir / f"webui_{name}.png"), full_page=True)
+
+
+def bot_texts(page) -> list[str]:
+    return page.locator("#chatbot .message.bot").all_inner_texts()
+
+
+def pick(page, caption: str) -> None:
+    page.locator("#chat-gallery .thumbnail-item", has_text=caption).first.click()
+
+
+def wait_for(page, predicate, *, timeout_ms: int, what: str):
+    """Poll ``predicate()`` until truthy; returns its value (fails naming ``what``)."""
+    deadline = time.time() + timeout_ms / 1000
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        page.wait_for_timeout(150)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_chat_swipes_escaping_and_author_flow(page, app_url, artifacts_dir):
+    home = app_url[1]
+    shot(page, artifacts_dir, "01_open")
+
+    # pick a character: the greeting appears first
+    pick(page, "Sherlock")
+    wait_for(page, lambda: bot_texts(page), timeout_ms=60_000, what="the greeting")
+    assert "(" in bot_texts(page)[0]
+    shot(page, artifacts_dir, "02_picked")
+
+    # send a message and watch the reply stream in
+    page.get_by_text("Sampling", exact=True).click()  # open the accordion
+    page.locator("#chat-max-tokens input[type=number]").fill("12")
+    page.locator("#chat-max-tokens input[type=number]").press("Tab")
+    page.locator("#chat-input textarea").fill("Good morning, Holmes. What do you deduce?")
+    page.locator("#chat-input textarea").press("Enter")
+    seen: set[str] = set()
+
+    def reply_done() -> bool:
+        texts = bot_texts(page)
+        if len(texts) >= 2:
+            seen.add(texts[-1])
+        return "Reply saved" in page.locator("#chat-status").inner_text()
+
+    wait_for(page, reply_done, timeout_ms=SLOW_MS, what="the streamed reply")
+    final = bot_texts(page)[-1]
+    assert len(seen) >= 2, "the reply did not stream (no partial text seen)"
+    assert final.lstrip().startswith(("(", "（", "*")), f"no action note in {final!r}"
+    shot(page, artifacts_dir, "03_reply")
+
+    # regenerate, then move between the swipes
+    page.locator("#chat-regenerate").click()
+    wait_for(page, lambda: "swipe 2/2" in bot_texts(page)[-1] and "Reply saved" in
+             page.locator("#chat-status").inner_text(), timeout_ms=SLOW_MS, what="the second swipe")
+    shot(page, artifacts_dir, "04_regenerated")
+    page.locator("#chat-prev").click()
+    wait_for(page, lambda: "swipe 1/2" in bot_texts(page)[-1], timeout_ms=30_000, what="swipe 1/2")
+    assert bot_texts(page)[-1].splitlines()[0] == final.splitlines()[0]  # swipe 1 is the first reply
+    shot(page, artifacts_dir, "05_swipe_back")
+
+    # a card with HTML/script in its fields: shown literally, nothing runs
+    pick(page, "<img")
+    wait_for(page, lambda: "<script>alert('greeting')</script>" in " ".join(bot_texts(page)),
+             timeout_ms=60_000, what="the hostile greeting shown literally")
+    assert "<img src=x onerror=alert(1)>" in page.locator("#chat-character-info").inner_text()
+    assert "<img src=x onerror=alert(1)>" in page.locator("#chat-gallery").inner_text()
+    assert page.locator("#chatbot img[src='x']").count() == 0
+    assert page.dialogs == []  # type: ignore[attr-defined]
+    shot(page, artifacts_dir, "06_hostile_card")
+
+    # Author: load a card, break it, see the inline error, fix it, save
+    page.get_by_role("tab", name="Author").click()
+    page.locator("#author-card input").click()
+    page.locator("#author-card input").fill("ada")
+    page.get_by_role("option", name="ada", exact=True).click()
+    name_box = page.locator("#author-name textarea, #author-name input").first
+    wait_for(page, lambda: name_box.input_value().strip(), timeout_ms=30_000, what="the card to load")
+    name_box.fill("")
+    page.locator("#author-persona textarea").first.click()  # leave the field: validation runs
+    wait_for(page, lambda: "must not be empty" in page.locator("#author-name").inner_text(),
+             timeout_ms=30_000, what="the inline error at the name field")
+    assert "field-error" in (page.locator("#author-name").get_attribute("class") or "")
+    shot(page, artifacts_dir, "07_inline_error")
+
+    name_box.fill("Ada Lovelace II")
+    page.locator("#author-persona textarea").first.click()
+    wait_for(page, lambda: "must not be empty" not in page.locator("#author-name").inner_text(),
+             timeout_ms=30_000, what="the error to clear")
+    page.locator("#author-save").click()
+    wait_for(page, lambda: "Saved to" in page.locator("#author-status").inner_text(),
+             timeout_ms=120_000, what="the save confirmation")
+    shot(page, artifacts_dir, "08_saved")
+    from roleplay.cards import load_card
+
+    assert load_card(home / "characters" / "ada").name == "Ada Lovelace II"
+    assert page.dialogs == []  # type: ignore[attr-defined]

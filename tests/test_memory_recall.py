@@ -1,0 +1,85 @@
+"""Long-term memory end to end, with the real model and store: a fact told in one session
+is in the prompt of a new session (at the start of the system prompt); repeating it keeps
+one memory; contradicting it updates the memory; extraction is off the critical path.
+"""
+from __future__ import annotations
+
+import pytest
+
+from roleplay.config import Settings
+from roleplay.memory import get_store, get_worker
+from roleplay.sessions import Session
+
+HOLMES = """\
+id: holmes
+name: Sherlock Holmes
+user_name: Watson
+persona: A consulting detective in London who reasons from small details.
+greetings: ["(looks up) A visitor."]
+"""
+FEW = {"max_tokens": 8, "temperature": 0.0}
+
+
+@pytest.fixture
+def engine(roleplay_home, backend):
+    from roleplay.engine import Engine
+
+    folder = roleplay_home / "characters" / "holmes"
+    folder.mkdir(parents=True)
+    (folder / "character.yaml").write_text(HOLMES, encoding="utf-8")
+    return Engine(Settings.from_env(), backend=backend)
+
+
+def test_a_fact_told_in_one_session_is_in_the_next_sessions_prompt(engine):
+    first = Session.new(engine, "holmes", user="lin")
+    first.send("My name is Lin, I keep a cat called Mochi.", params=FEW)
+    assert get_worker().flush(300), "memory extraction did not finish"
+    assert not [e for e in get_worker().errors if "remember" in e[0]]
+    store = get_store(engine.settings)
+    texts = [m.text for m in store.list("lin", "holmes")]
+    assert "The user's name is Lin." in texts and "The user has a cat called Mochi." in texts
+    mem = next(m for m in store.list("lin", "holmes") if m.slot == "user.name")
+    assert mem.source.startswith(first.id + ":")
+
+    second = Session.new(engine, "holmes", user="lin", settings={"memory_llm": False})
+    reply = second.send("Good evening. Do you remember me?", params=FEW)
+    assert "The user's name is Lin." in reply.memories and "The user has a cat called Mochi." in reply.memories
+    system = reply.prompt.messages[0]
+    assert system["role"] == "system" and "Lin" in system["content"] and "Mochi" in system["content"]
+    assert second.messages[-1].memories == reply.memories  # saved with the reply
+
+    # another user's memory stays apart
+    other = Session.new(engine, "holmes", user="mei", settings={"memory_llm": False})
+    assert other._memories(other.card(), [], "hello") == []
+
+
+def test_repeating_keeps_one_memory_and_contradicting_updates_it(engine):
+    s = Session.new(engine, "holmes", user="lin", settings={"memory_llm": False})
+    s.send("My name is Lin.", params=FEW)
+    s.send("As I said, my name is Lin.", params=FEW)
+    assert get_worker().flush(120)
+    store = get_store(engine.settings)
+    names = [m for m in store.list("lin", "holmes") if m.slot == "user.name"]
+    assert [m.text for m in names] == ["The user's name is Lin."]
+    s.send("Actually, my name is Mei now.", params=FEW)
+    assert get_worker().flush(120)
+    names2 = [m for m in store.list("lin", "holmes") if m.slot == "user.name"]
+    assert [m.text for m in names2] == ["The user's name is Mei."] and names2[0].id == names[0].id
+
+
+def test_the_turn_returns_before_extraction_runs(engine):
+    """The reply is complete while the extraction job is still queued (worker held busy)."""
+    import threading
+
+    s = Session.new(engine, "holmes", user="lin", settings={"memory_llm": False})
+    gate = threading.Event()
+    worker = get_worker()
+    worker.submit(gate.wait, 60)  # keeps the worker busy: later jobs must wait
+    try:
+        reply = s.send("My name is Lin and I live in Leeds.", params=FEW)
+        assert reply.text and worker.pending >= 2  # the blocker + this turn's extraction job
+        assert get_store(engine.settings).list("lin", "holmes") == []
+    finally:
+        gate.set()
+    assert worker.flush(120)
+    assert {m.slot for m in get_store(engine.settings).list("lin", "holmes")} >= {"user.name", "user.city"}
