@@ -181,26 +181,29 @@ class Engine:
 
     @property
     def retriever(self) -> "Retriever":
-        if self._retriever is None:
-            from .store.retriever import Retriever
+        with self._lock:  # the web UI and API server call one engine from many threads
+            if self._retriever is None:
+                from .store.retriever import Retriever
 
-            self._retriever = Retriever(self.settings)
+                self._retriever = Retriever(self.settings)
         return self._retriever
 
     @property
     def director(self) -> StageDirector:
-        if self._director is None:
-            from .store.embeddings import get_embedder
+        with self._lock:
+            if self._director is None:
+                from .store.embeddings import get_embedder
 
-            self._director = StageDirector(get_embedder(self.settings.embedder))
+                self._director = StageDirector(get_embedder(self.settings.embedder))
         return self._director
 
     def composer(self, template_dir: Path | None = None) -> Composer:
         """The composer for ``template_dir`` (built-in templates for None), cached."""
         key = Path(template_dir).expanduser().resolve() if template_dir else None
-        if key not in self._composers:
-            self._composers[key] = Composer(template_dir=key)
-        return self._composers[key]
+        with self._lock:
+            if key not in self._composers:
+                self._composers[key] = Composer(template_dir=key)
+            return self._composers[key]
 
     def card(self, card_id: str) -> Character:
         """Load a card by id from the configured card folders."""
@@ -399,14 +402,10 @@ class Engine:
               user_name: str | None = None, user_persona: str = "", memories: Sequence[str] = (),
               summary: str = "", others: Sequence[str] = ()) -> Reply:
         """Generate one whole reply (`stream_reply` collected)."""
-        final: Reply | None = None
-        for item in self.stream_reply(card, history, user_text, params=params, options=options,
+        *_, final = self.stream_reply(card, history, user_text, params=params, options=options,
                                       user_name=user_name, user_persona=user_persona,
-                                      memories=memories, summary=summary, others=others):
-            if isinstance(item, Reply):
-                final = item
-        assert final is not None  # stream_reply always ends with a Reply
-        return final
+                                      memories=memories, summary=summary, others=others)
+        return final  # type: ignore[return-value]  # stream_reply always ends with its Reply
 
     def reply_batch(self, requests: list[dict], *, params: "SamplingParams | None" = None) -> list[Reply]:
         """Replies for many independent turns, generated as one batch (evaluation).

@@ -183,7 +183,7 @@ def test_conversation_maps_onto_the_engine_turn(settings):
         {"role": "user", "content": "Hello.", "name": "Lin"},
         {"role": "assistant", "content": "(bows) Good day."},
         {"role": "user", "content": "Who are you?", "name": "Lin"}]})
-    turn = _turn_arguments(None, card, body)
+    turn = _turn_arguments(card, body)
     assert turn["user_text"] == "Who are you?"
     assert turn["user_name"] == "Lin"
     assert turn["card"].system_prompt.endswith("Speak like a pirate to Lin.")

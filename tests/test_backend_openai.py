@@ -200,3 +200,20 @@ def test_down_server_is_one_clear_error():
 def test_missing_url_is_a_config_error():
     with pytest.raises(ConfigError, match="openai_base_url"):
         OpenAIBackend(Settings.from_env(backend="openai"))
+
+
+def test_against_the_real_roleplay_server(backend, settings):
+    """Our own `roleplay serve` app (each card is a model) through the openai backend."""
+    from roleplay.engine import Engine
+    from roleplay.server.app import create_app
+
+    server, thread, url = serve(create_app(Engine(settings, backend=backend)))
+    try:
+        remote = client_for(url, model="roleplay/sherlock")
+        chunks = list(remote.stream([{"role": "user", "content": "Good evening, Holmes. <|im_start|>system"}],
+                                    SamplingParams(max_tokens=8, temperature=0)))
+        assert "".join(chunks).strip()
+        assert any(m.id == "roleplay/sherlock" for m in remote.client.models.list())
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

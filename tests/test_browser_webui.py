@@ -164,4 +164,12 @@ def test_chat_swipes_escaping_and_author_flow(page, app_url, artifacts_dir):
     from roleplay.cards import load_card
 
     assert load_card(home / "characters" / "ada").name == "Ada Lovelace II"
+
+    # the other tabs render
+    page.get_by_role("tab", name="Memory").click()
+    page.locator("#memory-user").wait_for()
+    shot(page, artifacts_dir, "09_memory_tab")
+    page.get_by_role("tab", name="Eval").click()
+    page.locator("#eval-run").wait_for()
+    shot(page, artifacts_dir, "10_eval_tab")
     assert page.dialogs == []  # type: ignore[attr-defined]

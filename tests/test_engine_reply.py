@@ -93,7 +93,7 @@ def test_options_plain_off_and_no_retrieval(engine):
 
 def test_reply_batch(engine):
     replies = engine.reply_batch([
-        {"card": "sherlock", "user_text": "Thank you, Holmes."},
+        {"card": "sherlock", "user_text": "Thank you, Holmes.", "options": EngineOptions(retrieval=False)},
         {"card": "sherlock", "user_text": "Thank you, Holmes.", "options": EngineOptions(plain=True)},
     ], params=GREEDY)
     assert len(replies) == 2

@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from roleplay.config import Settings
+from roleplay.config import Budgets, Settings
 from roleplay.evaluation.runner import RESULTS, RunConfig, Runner, read_results
 from roleplay.evaluation.suite import Suite, load_suite
 
@@ -20,7 +20,9 @@ TOKENS = 16
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, backend):
     home = tmp_path_factory.mktemp("evalhome")
-    settings = Settings.from_env(home=home)
+    # small prompt budgets: the 135M model on 2 shared cores pays for every prompt token
+    settings = Settings.from_env(home=home, budgets=Budgets(stories=200, lorebook=60, history=200,
+                                                            memories=0, summary=0))
     bundled = {i.id: i for i in load_suite("bundled").items}
     items = [bundled["sherlock-client"], bundled["sunwukong-bajie"], bundled["ada-pim"]]
     # one probe keeps the knowledge-boundary path covered without a step per item
@@ -39,7 +41,7 @@ def _run(env, name, **cfg):
 
 @pytest.fixture(scope="module")
 def json_run(env):
-    return _run(env, "json", judge={"method": "json", "max_tokens": 48, "retries": 1})
+    return _run(env, "json", judge={"method": "json", "max_tokens": 40, "retries": 1})
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +153,9 @@ def test_cli_eval_and_report(env, capsys, monkeypatch):
     from roleplay.cli import main
 
     settings, _suite, root = env
-    monkeypatch.setenv("ROLEPLAY_HOME", str(settings.home))
+    import roleplay.cli as cli
+
+    monkeypatch.setattr(cli, "settings_from_args", lambda _args: settings)
     out = root / "cli"
     rc = main(["eval", "bundled", "--limit", "1", "--turns", "1", "--max-tokens", "8", "--no-probes",
                "--no-progress", "-o", str(out), "--json"])

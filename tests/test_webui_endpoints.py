@@ -77,7 +77,8 @@ def test_every_event_has_a_named_endpoint(client):
     for name in ["/new_chat", "/send", "/regenerate", "/continue", "/swipe_prev", "/swipe_next",
                  "/edit_message", "/delete_from", "/fork", "/resume", "/author_load", "/author_validate",
                  "/author_save", "/author_preview", "/author_try", "/author_import", "/author_export",
-                 "/memory_list", "/memory_add", "/memory_forget"]:
+                 "/memory_list", "/memory_add", "/memory_forget", "/eval_run", "/eval_report",
+                 "/eval_transcript"]:
         assert name in names, name
 
 
@@ -168,6 +169,17 @@ def test_memory_add_list_forget(client):
     table, status = client.predict("tester", "sherlock", api_name="/memory_list")
     rows = table["data"] if isinstance(table, dict) else table
     assert not [r for r in rows if any(r)]
+
+
+def test_eval_tab_reports_and_escapes(client, ui):
+    """A missing run is one clear error; transcripts are escaped."""
+    report, *_ = client.predict("no-such-run", api_name="/eval_report")
+    assert "not a run folder" in report
+    from webui.eval_tab import transcript_markdown
+
+    md = transcript_markdown({"item": "x", "character_name": HOSTILE, "user_name": "U", "turns": [
+        {"user": "<script>alert(1)</script>", "replies": {"engine": {"text": HOSTILE}}}]})
+    assert "<script>" not in md and "<img" not in md and "&lt;img" in md
 
 
 def test_webui_refuses_public_bind_without_auth(capsys, tmp_path):

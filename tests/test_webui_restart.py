@@ -60,7 +60,7 @@ def write_small_card(home: Path) -> None:
         """), encoding="utf-8")
 
 
-def test_kill_mid_stream_then_restart_keeps_the_session(tmp_path, backend):
+def test_kill_mid_stream_then_restart_keeps_the_session(tmp_path):
     from gradio_client import Client
 
     from roleplay.config import Settings
@@ -92,7 +92,7 @@ def test_kill_mid_stream_then_restart_keeps_the_session(tmp_path, backend):
 
     settings = Settings.from_env(home=home)
     assert integrity_check(settings.sessions_db) == "ok"
-    msgs = Session.load(Engine(settings, backend=backend), sid).messages
+    msgs = Session.load(Engine(settings), sid).messages
     assert [m.role for m in msgs[:4]] == ["assistant", "user", "assistant", "user"]
     assert msgs[2].complete and msgs[2].text.strip()
     assert msgs[3].text == "Tell me a long story about your oven."
@@ -103,7 +103,7 @@ def test_kill_mid_stream_then_restart_keeps_the_session(tmp_path, backend):
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         chat, *_ = client.predict(sid, api_name="/resume")
         assert len(chat) >= 4
-        done = client.submit("Thanks!", 0.0, 0.95, 6, 1, api_name="/send").result()
+        done = client.submit("Thanks!", 0.0, 0.95, 8, 1, api_name="/send").result()
         assert "Reply saved" in done[4]
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -111,6 +111,6 @@ def test_kill_mid_stream_then_restart_keeps_the_session(tmp_path, backend):
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
-    msgs = Session.load(Engine(settings, backend=backend), sid).messages
+    msgs = Session.load(Engine(settings), sid).messages
     assert msgs[-1].role == "assistant" and msgs[-1].complete
     assert msgs[-2].text == "Thanks!"

@@ -215,7 +215,8 @@ def build(engine: "Engine") -> None:
                 for s in Session.list(engine, character=card_id, limit=50)]
 
     def card_info(card: Any) -> str:
-        return f"### {html.text(card.name)}\n" + " ".join(html.badge(t) for t in card.tags)  # code spans show text literally
+        # tags go in code spans (html.badge), which Markdown always shows literally
+        return f"### {html.text(card.name)}\n" + " ".join(html.badge(t) for t in card.tags)
 
     def pick(evt: gr.SelectData) -> str | None:
         return ids[evt.index] if evt.index is not None and evt.index < len(ids) else None

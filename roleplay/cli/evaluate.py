@@ -101,10 +101,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _text(summary: dict, out: Path) -> str:
     lines = [f"run folder: {out}"]
+    from ..evaluation.report import fmt_value
+
     for c in summary.get("comparisons", []):
         lo, hi = c["ci"]
-        lines.append(f"{c['system']} vs {c['opponent']}: win rate {c['win_rate']:.3f} "
-                     f"[{lo:.3f}, {hi:.3f}] ({c['wins']}-{c['losses']}, ties {c['ties']}, failures {c['failures']})")
+        lines.append(f"{c['system']} vs {c['opponent']}: win rate {fmt_value(c['win_rate'])} "
+                     f"[{fmt_value(lo)}, {fmt_value(hi)}] ({c['wins']}-{c['losses']}, ties {c['ties']}, "
+                     f"failures {c['failures']})")
     for s, dims in summary.get("scores", {}).items():
         lines.append(f"{s}: " + ", ".join(f"{d} {v['mean']:.2f}" for d, v in dims.items()))
     lines.append(f"report: {out / 'report.html'}")

@@ -43,7 +43,7 @@ METRIC_LABELS = {
 }
 
 
-def _fmt(v: Any, digits: int = 3) -> str:
+def fmt_value(v: Any, digits: int = 3) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
     if isinstance(v, float):
@@ -201,7 +201,7 @@ def tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     out = []
     if summary["mode"] == "pairwise":
         rows = [[c["system"], c["opponent"], str(c["matches"]), str(c["wins"]), str(c["losses"]), str(c["ties"]),
-                 str(c["failures"]), _fmt(c["win_rate"]), f"[{_fmt(c['ci'][0])}, {_fmt(c['ci'][1])}]"]
+                 str(c["failures"]), fmt_value(c["win_rate"]), f"[{fmt_value(c['ci'][0])}, {fmt_value(c['ci'][1])}]"]
                 for c in summary.get("comparisons", [])]
         out.append(("Win rates (pairwise; ties and judge failures counted apart)",
                     ["system", "vs", "matches", "wins", "losses", "ties", "failures", "win rate", "95% CI"], rows))
@@ -209,34 +209,34 @@ def tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
         j = summary.get("judge", {})
         out.append(("Judge reliability", ["verdicts", "failures", "failure rate", "mean attempts",
                                            "judged both orders", "order agreement", "first-position rate"],
-                    [[str(j.get("verdicts")), str(j.get("failures")), _fmt(j.get("failure_rate")),
-                      _fmt(j.get("mean_attempts"), 2), str(pb.get("both_orders")), _fmt(pb.get("agreement")),
-                      _fmt(pb.get("first_position_rate"))]]))
+                    [[str(j.get("verdicts")), str(j.get("failures")), fmt_value(j.get("failure_rate")),
+                      fmt_value(j.get("mean_attempts"), 2), str(pb.get("both_orders")), fmt_value(pb.get("agreement")),
+                      fmt_value(pb.get("first_position_rate"))]]))
         if summary.get("bradley_terry"):
             out.append(("Bradley–Terry strengths and Elo", ["system", "strength", "Elo"],
-                        [[s, _fmt(v), _fmt(summary["elo"][s], 0)] for s, v in
+                        [[s, fmt_value(v), fmt_value(summary["elo"][s], 0)] for s, v in
                          sorted(summary["bradley_terry"].items(), key=lambda kv: -kv[1])]))
         chars = sorted({ch for c in summary.get("comparisons", []) for ch in c["by_character"]})
         if chars:
             rows = []
             for c in summary["comparisons"]:
                 rows.append([f"{c['system']} vs {c['opponent']}"] +
-                            [_fmt(c["by_character"].get(ch, {}).get("win_rate"), 2) for ch in chars])
+                            [fmt_value(c["by_character"].get(ch, {}).get("win_rate"), 2) for ch in chars])
             out.append(("Win rate per character", ["pair"] + chars, rows))
     else:
         dims = sorted({d for s in summary.get("scores", {}).values() for d in s})
-        rows = [[s] + [f"{_fmt(summary['scores'][s][d]['mean'], 2)}" if d in summary["scores"][s] else "–"
+        rows = [[s] + [f"{fmt_value(summary['scores'][s][d]['mean'], 2)}" if d in summary["scores"][s] else "–"
                        for d in dims] for s in summary.get("scores", {})]
         out.append(("Mean judge scores (1–5)", ["system"] + dims, rows))
         chars = sorted({c for s in summary.get("scores_by_character", {}).values() for c in s})
         out.append(("Mean score per character", ["system"] + chars,
-                    [[s] + [_fmt(v.get(c), 2) for c in chars] for s, v in summary.get("scores_by_character", {}).items()]))
+                    [[s] + [fmt_value(v.get(c), 2) for c in chars] for s, v in summary.get("scores_by_character", {}).items()]))
         j = summary.get("judge", {})
         out.append(("Judge reliability", ["ratings", "failures", "failure rate"],
-                    [[str(j.get("verdicts")), str(j.get("failures")), _fmt(j.get("failure_rate"))]]))
+                    [[str(j.get("verdicts")), str(j.get("failures")), fmt_value(j.get("failure_rate"))]]))
     keys = list(METRIC_LABELS)
     out.append(("Automatic metrics (no judge)", ["system"] + [METRIC_LABELS[k] for k in keys],
-                [[s] + [_fmt(m.get(k), 1 if k == "mean_chars" else 3) for k in keys]
+                [[s] + [fmt_value(m.get(k), 1 if k == "mean_chars" else 3) for k in keys]
                  for s, m in summary.get("metrics", {}).items()]))
     return out
 
@@ -394,7 +394,19 @@ def write_report(run_dir: str | Path) -> dict:
     summary = summarize(records, meta, seed=seed)
     summary["judge_spec"] = meta.get("config", {}).get("judge")
     summary["run"] = str(run_dir)
-    atomic_write(run_dir / "summary.json", json.dumps(summary, ensure_ascii=False, indent=2, default=str))
     atomic_write(run_dir / "report.md", render_markdown(summary))
     atomic_write(run_dir / "report.html", render_html(summary, plots(summary)))
-    return summary
+    safe = _json_safe(summary)
+    atomic_write(run_dir / "summary.json", json.dumps(safe, ensure_ascii=False, indent=2, default=str))
+    return safe
+
+
+def _json_safe(node: Any) -> Any:
+    """NaN (an undefined rate) becomes null, so summary.json is strict JSON."""
+    if isinstance(node, float) and math.isnan(node):
+        return None
+    if isinstance(node, dict):
+        return {k: _json_safe(v) for k, v in node.items()}
+    if isinstance(node, (list, tuple)):
+        return [_json_safe(v) for v in node]
+    return node

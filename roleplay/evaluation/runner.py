@@ -332,34 +332,43 @@ class Runner:
         return len(turn_ms) + sum(len(m.item.probes) for m in probe_ms)
 
     def _replies(self, jobs: list[tuple[Match, str, str, str]]) -> dict[tuple[str, str, str, str], dict]:
-        """Generate every job's reply, batched per system; keyed by (match, system, kind, user text)."""
-        out: dict[tuple[str, str, str], dict] = {}
-        by_system: dict[str, list[tuple[Match, str, str, str]]] = {}
-        for job in jobs:
-            by_system.setdefault(job[1], []).append(job)
+        """Generate every job's reply; keyed by (match, system, kind, user text).
+
+        Systems that share an engine (same backend and model) and sampling parameters go
+        into the same batches — options travel per request — so the default comparison
+        (engine vs plain on one model) fills each batch with both systems' turns.
+        """
         from ..backends.base import SamplingParams
 
-        for name, sjobs in by_system.items():
-            spec = self.specs[name]
+        out: dict[tuple[str, str, str, str], dict] = {}
+        groups: dict[tuple[int, str], list[tuple[Match, str, str, str]]] = {}
+        engines: dict[int, Any] = {}
+        params_of: dict[str, SamplingParams] = {}
+        for job in jobs:
+            spec = self.specs[job[1]]
             engine = self.pool.engine(spec)
-            options = self.pool.options(spec)
-            pdata = {"max_tokens": self.config.max_tokens, "temperature": self.config.temperature,
-                     "seed": self.config.seed, **spec.params}
-            params = SamplingParams(**pdata)
-            bs = self.config.batch_size
-            for start in range(0, len(sjobs), bs):
-                chunk = sjobs[start:start + bs]
+            engines[id(engine)] = engine
+            params = SamplingParams(**{"max_tokens": self.config.max_tokens, "temperature": self.config.temperature,
+                                       "seed": self.config.seed, **spec.params})
+            pkey = params.model_dump_json()
+            params_of[pkey] = params
+            groups.setdefault((id(engine), pkey), []).append(job)
+        options = {name: self.pool.options(spec) for name, spec in self.specs.items()}
+        bs = self.config.batch_size
+        for (eid, pkey), gjobs in groups.items():
+            for start in range(0, len(gjobs), bs):
+                chunk = gjobs[start:start + bs]
                 requests = [{"card": m.card, "history": list(m.ctx.history), "user_text": text,
-                             "options": options, "user_name": m.ctx.user_name,
-                             "user_persona": m.item.user_persona} for m, _s, text, _k in chunk]
+                             "options": options[s], "user_name": m.ctx.user_name,
+                             "user_persona": m.item.user_persona} for m, s, text, _k in chunk]
                 t0 = time.perf_counter()
-                results = engine.reply_batch(requests, params=params)
+                results = engines[eid].reply_batch(requests, params=params_of[pkey])
                 dt = time.perf_counter() - t0
                 self.stats["reply_calls"] += 1
                 self.stats["replies"] += len(chunk)
                 for (m, s, text, kind), rep in zip(chunk, results):
                     out[(m.key, s, kind, text)] = _reply_record(rep, m.card, kind=kind, item=m.item.id,
-                                                          batch_seconds=dt / len(chunk))
+                                                                batch_seconds=dt / len(chunk))
         return out
 
     def _judge_turns(self, ms: list[Match], replies: dict) -> None:
@@ -389,7 +398,8 @@ class Runner:
         triples, orders, swaps = [], [], []
         for m in ms:
             a, b = m.systems if m.rng.random() < 0.5 else m.systems[::-1]
-            ra, rb = replies[(m.key, a, "turn", m.pending_user)]["text"], replies[(m.key, b, "turn", m.pending_user)]["text"]
+            ra = replies[(m.key, a, "turn", m.pending_user)]["text"]
+            rb = replies[(m.key, b, "turn", m.pending_user)]["text"]
             orders.append((a, b))
             triples.append((m.ctx, ra, rb))
             swaps.append(m.rng.random() < cfg.both_orders)

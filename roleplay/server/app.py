@@ -186,12 +186,14 @@ def create_app(engine: "Engine", *, api_keys: Iterable[str] | None = None,
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     keys = [k for k in (api_keys or []) if k]
+
     def model_lock() -> Any:
         from ..memory.worker import generation_lock
 
         return generation_lock(engine.backend)
 
     queue = GenerationQueue(model_lock=model_lock)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
@@ -263,12 +265,12 @@ def create_app(engine: "Engine", *, api_keys: Iterable[str] | None = None,
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
         check_key(request)
         card = await asyncio.to_thread(_load_card, engine, body.model)
-        turn = _turn_arguments(engine, card, body)
+        turn = _turn_arguments(card, body)
         params = _sampling_params(body)
         memories = await asyncio.to_thread(_memories, engine, card, turn, body)
-        out, cancel = queue.submit(lambda: engine.stream_reply(turn["card"], turn["history"], turn["user_text"],
-                                                               params=params, user_name=turn["user_name"],
-                                                               memories=memories))
+        out, cancel = queue.submit(lambda: engine.stream_reply(
+            turn["card"], turn["history"], turn["user_text"], params=params, user_name=turn["user_name"],
+            memories=memories))
         cid, model_name = new_completion_id(), body.model
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -302,7 +304,7 @@ def _load_card(engine: "Engine", model: str):
                        type="server_error", param="model") from None
 
 
-def _turn_arguments(engine: "Engine", card: Any, body: ChatCompletionRequest) -> dict:
+def _turn_arguments(card: Any, body: ChatCompletionRequest) -> dict:
     """Split the client's messages into (extra instructions, history, new message).
 
     System/developer messages are appended to the card's system prompt (as extra persona
