@@ -34,13 +34,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def baseline(base: str, cards: list, *, requests: int, max_tokens: int) -> list[float]:
-    """TTFT of a lone client, sequential requests (the no-contention reference)."""
+def baseline(base: str, cards: list, *, requests: int, max_tokens: int) -> tuple[list[float], list[float]]:
+    """TTFTs (first content, first model text) of a lone client, sequential requests."""
     import httpx
 
     from roleplay.server.loadtest import PROMPTS, stream_once
 
-    out = []
+    out, model = [], []
     with httpx.Client() as http:
         for i in range(requests):
             card = cards[i % len(cards)]
@@ -48,14 +48,16 @@ def baseline(base: str, cards: list, *, requests: int, max_tokens: int) -> list[
                               [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}], max_tokens=max_tokens)
             if res["error"] is None and res["ttft"] is not None:
                 out.append(res["ttft"])
-    return out
+            if res["error"] is None and res["ttft_model"] is not None:
+                model.append(res["ttft_model"])
+    return out, model
 
 
 def run(name: str, *, clients: int, seconds: float, max_tokens: int, baseline_requests: int) -> dict:
     """Shared by bench/serve.py and bench/soak.py: one measured run, as a dict."""
     from roleplay.cards import get_card
     from roleplay.config import Settings
-    from roleplay.server.loadtest import ServerProcess, median, percentile, run_clients, summary, stream_once
+    from roleplay.server.loadtest import ServerProcess, median, run_clients, stream_once, summary
 
     import httpx
 
@@ -73,7 +75,7 @@ def run(name: str, *, clients: int, seconds: float, max_tokens: int, baseline_re
                     raise RuntimeError(f"warm-up failed: {res['error']}")
         warmup_s = time.perf_counter() - t0
         rss_start = server.rss_mb()
-        single = baseline(server.base, cards, requests=baseline_requests, max_tokens=max_tokens)
+        single, single_model = baseline(server.base, cards, requests=baseline_requests, max_tokens=max_tokens)
         t1 = time.perf_counter()
         stats = run_clients(server.base, cards, clients=clients, seconds=seconds, max_tokens=max_tokens)
         wall = time.perf_counter() - t1
@@ -81,7 +83,7 @@ def run(name: str, *, clients: int, seconds: float, max_tokens: int, baseline_re
     finally:
         server.stop()
     s = summary(stats)
-    base_p50 = median(single)
+    base_p50, base_model_p50 = median(single), median(single_model)
     return {
         "bench": name, "clients": clients, "seconds": seconds, "max_tokens": max_tokens,
         "backend": os.environ.get("ROLEPLAY_BACKEND", "transformers"), "cards": CARDS,
@@ -89,6 +91,9 @@ def run(name: str, *, clients: int, seconds: float, max_tokens: int, baseline_re
         "wall_s": round(wall, 1), "requests_per_s": round(s["requests"] / wall, 3) if wall else None,
         "baseline_single_ttft_p50_s": base_p50,
         "ttft_p50_ratio_vs_single": round(s["ttft_p50_s"] / base_p50, 2) if base_p50 and s["ttft_p50_s"] else None,
+        "baseline_single_ttft_model_p50_s": base_model_p50,
+        "ttft_model_p50_ratio_vs_single": (round(s["ttft_model_p50_s"] / base_model_p50, 2)
+                                           if base_model_p50 and s["ttft_model_p50_s"] else None),
         "rss_start_mb": rss_start, "rss_end_mb": rss_end, "rss_growth_mb": round(rss_end - rss_start, 1),
         "warmup_s": round(warmup_s, 1),
     }

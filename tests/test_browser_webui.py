@@ -117,7 +117,10 @@ def test_chat_swipes_escaping_and_author_flow(page, app_url, artifacts_dir):
     final = bot_texts(page)[-1]
     assert len(seen) >= 2, "the reply did not stream (no partial text seen)"
     assert final.lstrip().startswith(("(", "（", "*")), f"no action note in {final!r}"
-    shot(page, artifacts_dir, "03_reply")
+    page.get_by_text("Why this reply", exact=True).click()  # the collapsed "why" panel
+    page.locator("#chat-why").get_by_text("Stage note").wait_for(timeout=30_000)
+    assert "Retrieved lines" in page.locator("#chat-why").inner_text()
+    shot(page, artifacts_dir, "03_reply_and_why")
 
     # regenerate, then move between the swipes
     page.locator("#chat-regenerate").click()

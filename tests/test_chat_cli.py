@@ -101,8 +101,10 @@ def test_memory_commands(capsys):
     again = run_json(capsys, "memory", "add", "My name is Lin.", "--character", "holmes", "--json")
     assert again["action"] == "NOOP"
     run_json(capsys, "memory", "add", "Likes tea.", "--character", "holmes", "--user", "mei", "--json")
+    changed = run_json(capsys, "memory", "add", "my name is Lena", "--character", "holmes", "--json")
+    assert changed["action"] == "UPDATE" and changed["id"] == added["id"] and changed["text"] == "The user's name is Lena."
     listed = run_json(capsys, "memory", "list", "--json")
-    assert listed["user"] == "local" and [m["text"] for m in listed["memories"]] == ["My name is Lin."]
+    assert listed["user"] == "local" and [m["text"] for m in listed["memories"]] == ["The user's name is Lena."]
     assert listed["memories"][0]["slot"] == "user.name"
     assert run_json(capsys, "memory", "forget", added["id"], "--json") == {"forgotten": added["id"]}
     assert run_json(capsys, "memory", "clear", "--user", "mei", "--json")["cleared"] == 1

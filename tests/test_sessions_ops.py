@@ -13,7 +13,7 @@ import json
 import pytest
 
 from roleplay.config import Budgets, Settings
-from roleplay.errors import SessionError
+from roleplay.errors import ConfigError, SessionError
 from roleplay.sessions import Session
 
 HOLMES = """\
@@ -207,3 +207,7 @@ def test_unknown_session_and_empty_message_are_clear_errors(engine, chat):
         Session.load(engine, "nope")
     with pytest.raises(SessionError, match="empty"):
         chat.stream("   ")
+    before = len(chat.messages)
+    with pytest.raises(ConfigError, match="max_tokens"):
+        chat.stream("Hello?", params={"max_tokens": 0})
+    assert len(chat.messages) == before  # a bad parameter saves nothing

@@ -152,6 +152,7 @@ def test_interrupted_index_leaves_old_index_usable(settings, monkeypatch):
     new = card_with([f"Sherlock:「Fresh scene {i} about {w}.」" for i, w in enumerate(["bees", "violins", "ash", "codes"])])
 
     monkeypatch.setattr(indexer, "BATCH", 2)
+    monkeypatch.setattr(indexer, "ADD_BATCH", 2)
     real_embed = r.embedder.embed
     calls = {"n": 0}
 

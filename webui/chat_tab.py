@@ -64,8 +64,8 @@ def why_panel(reply: Any) -> str:
         return "_No reply yet._"
     parts = []
     note = _get(reply, "note") or ""
-    parts.append(f"**Stage note:** {html.text(note) or '—'} · **emotion:** {html.text(_get(reply, 'emotion')) or '—'}"
-                 f" · **user intent:** {html.text(_get(reply, 'intent')) or '—'}")
+    emotion, intent = html.text(_get(reply, "emotion")) or "—", html.text(_get(reply, "intent")) or "—"
+    parts.append(f"**Stage note:** {html.text(note) or '—'} · **emotion:** {emotion} · **user intent:** {intent}")
     prompt = _get(reply, "prompt")
     stories = list(_get(prompt, "stories", []) or []) if prompt is not None else []
     if stories:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import html
 
@@ -76,7 +76,9 @@ def build(engine: "Engine") -> None:
     transcript = gr.Markdown("", elem_id="eval-transcript")
 
     def existing_runs() -> list[str]:
-        return sorted(p.name for p in runs_dir.glob("*") if (p / "results.jsonl").is_file()) if runs_dir.is_dir() else []
+        if not runs_dir.is_dir():
+            return []
+        return sorted(p.name for p in runs_dir.glob("*") if (p / "results.jsonl").is_file())
 
     def show_report(name: str | None):
         from PIL import Image

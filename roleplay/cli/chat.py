@@ -370,9 +370,10 @@ def cmd_memory_add(args: argparse.Namespace) -> int:
         raise ConfigError("memory add needs --character ID (memories belong to a user and a character)")
     _engine(args).card(args.character)  # an unknown id is an error, not a silent orphan
     facts = extract_rules(args.text)
-    # a sentence the rules understand gets its slot (so it can later be updated)
-    slot = facts[0].slot if len(facts) == 1 else None
-    d = _store(args).add(_user(args), args.character, args.text, "cli", slot=slot)
+    # a sentence the rules understand is stored as their third-person fact with its slot
+    # ("My name is Lin" → "The user's name is Lin."), so a later contradiction updates it
+    text, slot = (facts[0].text, facts[0].slot) if len(facts) == 1 else (args.text, None)
+    d = _store(args).add(_user(args), args.character, text, "cli", slot=slot)
     emit(args, {"action": d.action, "id": d.id, "text": d.text, "replaced": d.old_text or None},
          f"{d.action} {d.id or ''}".strip())
     return 0

@@ -17,6 +17,7 @@ threads at once.
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import queue
 import threading
@@ -97,10 +98,17 @@ _WORKER: Worker | None = None
 _WORKER_LOCK = threading.Lock()
 
 
+#: Seconds a normal interpreter exit waits for queued jobs (facts told just before exit).
+EXIT_WAIT_SECONDS = 60.0
+
+
 def get_worker() -> Worker:
-    """The process-wide worker (started on first submit)."""
+    """The process-wide worker (started on first submit; drained, bounded, at exit)."""
     global _WORKER
     with _WORKER_LOCK:
         if _WORKER is None:
             _WORKER = Worker()
+            # subtle: a daemon thread killed inside a torch call at interpreter exit aborts
+            # the process ("terminate called…"); atexit runs before daemons are killed.
+            atexit.register(_WORKER.flush, EXIT_WAIT_SECONDS)
         return _WORKER

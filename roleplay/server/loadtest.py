@@ -2,8 +2,9 @@
 
 Used by ``bench/serve.py`` (8 clients, 30 s) and ``bench/soak.py`` (16 clients, 60 s).
 Each client holds its own conversation with one character and streams completions until
-the deadline; it records the time to first token (first non-empty content delta) and
-checks that what came back is its own:
+the deadline. It records the time to first token twice — to the first content (the stage
+note, sent as soon as the turn gets the model) and to the model's first generated text —
+and checks that what came back is its own:
 
 - every chunk of a stream carries the same completion id, and ids never repeat across
   clients (a chunk from another stream would break this);
@@ -42,6 +43,7 @@ class ClientStats:
 
     card_id: str
     ttft: list[float] = field(default_factory=list)
+    ttft_model: list[float] = field(default_factory=list)
     totals: list[float] = field(default_factory=list)
     done: int = 0
     errors: list[str] = field(default_factory=list)
@@ -78,7 +80,8 @@ def stream_once(http: httpx.Client, base: str, model: str, messages: list[dict],
     """One streamed completion: ``{"text", "ttft", "total", "ids", "extra", "error"}``."""
     body = {"model": model, "messages": messages, "stream": True, "max_tokens": max_tokens}
     t0 = time.perf_counter()
-    out: dict[str, Any] = {"text": "", "ttft": None, "total": None, "ids": set(), "extra": None, "error": None}
+    out: dict[str, Any] = {"text": "", "ttft": None, "ttft_model": None, "total": None, "ids": set(),
+                           "extra": None, "error": None}
     with http.stream("POST", base + "/v1/chat/completions", json=body, headers=headers or {},
                      timeout=timeout) as r:
         if r.status_code != 200:
@@ -100,6 +103,10 @@ def stream_once(http: httpx.Client, base: str, model: str, messages: list[dict],
                 piece = (choice.get("delta") or {}).get("content") or ""
                 if piece and out["ttft"] is None:
                     out["ttft"] = time.perf_counter() - t0
+                elif piece and out["ttft_model"] is None:
+                    # subtle: the first chunk is the prefilled stage note, sent before the
+                    # model runs; the second is the model's first generated text
+                    out["ttft_model"] = time.perf_counter() - t0
                 out["text"] += piece
             if chunk.get("roleplay"):
                 out["extra"] = chunk["roleplay"]
@@ -135,6 +142,8 @@ def run_clients(base: str, cards: list[Any], *, clients: int, seconds: float, ma
                 st.totals.append(res["total"])
                 if res["ttft"] is not None:
                     st.ttft.append(res["ttft"])
+                if res["ttft_model"] is not None:
+                    st.ttft_model.append(res["ttft_model"])
                 ids = res["ids"]
                 note = (res["extra"] or {}).get("note") or ""
                 if len(ids) != 1:
@@ -162,10 +171,12 @@ def run_clients(base: str, cards: list[Any], *, clients: int, seconds: float, ma
 def summary(stats: list[ClientStats]) -> dict:
     """Totals over clients: requests, errors, crossed, TTFT and latency quantiles."""
     ttft = [t for st in stats for t in st.ttft]
+    ttft_model = [t for st in stats for t in st.ttft_model]
     totals = [t for st in stats for t in st.totals]
     return {"requests": sum(st.done for st in stats), "errors": sum(len(st.errors) for st in stats),
             "crossed": sum(len(st.crossed) for st in stats),
             "ttft_p50_s": percentile(ttft, 0.5), "ttft_p95_s": percentile(ttft, 0.95),
+            "ttft_model_p50_s": percentile(ttft_model, 0.5), "ttft_model_p95_s": percentile(ttft_model, 0.95),
             "latency_p50_s": percentile(totals, 0.5), "latency_p95_s": percentile(totals, 0.95),
             "error_samples": [e for st in stats for e in st.errors][:3],
             "crossed_samples": [c for st in stats for c in st.crossed][:3]}

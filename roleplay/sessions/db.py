@@ -7,6 +7,8 @@ lock of our own. WAL mode with ``synchronous=NORMAL`` keeps every committed tran
 across a process kill (only an OS crash may lose the last one), and readers never block
 the writer. Migrations are small functions applied in order; ``PRAGMA user_version``
 records how many ran, so a schema change is a new function appended to `MIGRATIONS`.
+The row helpers at the end (append a message, add or activate a swipe, copy a path)
+run inside the caller's transaction; the active swipe is mirrored into its message row.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import json
 import re
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -210,3 +213,71 @@ def integrity_check(path: Path) -> str:
         return con.execute("PRAGMA integrity_check").fetchone()[0]
     finally:
         con.close()
+
+
+# -- message rows (used by Session and the importers) ------------------------------------
+#: Columns shared by a message row and its swipes (the active swipe is mirrored).
+REPLY_FIELDS = ("text", "emotion", "note", "intent", "story_ids", "lore_names", "memories",
+                "timings", "prompt_tokens", "completion_tokens", "status")
+
+
+def insert_message(con: Any, session_id: str, *, role: str, speaker: str, character_id: str | None,
+                   values: dict, swipes: list | None = None, extra: dict | None = None) -> int:
+    """Append a message (and its swipes; the first is active) at the end of the path."""
+    pos = con.execute("SELECT COALESCE(MAX(position), -1) + 1 FROM messages WHERE session_id=?",
+                      (session_id,)).fetchone()[0]
+    cols = {k: values[k] for k in REPLY_FIELDS if k in values}
+    cols.update({"session_id": session_id, "position": pos, "role": role, "speaker": speaker,
+                 "character_id": character_id, "swipe_id": 0, "extra": dumps(extra or {}),
+                 "created": time.time()})
+    keys = list(cols)
+    cur = con.execute(f"INSERT INTO messages ({', '.join(keys)}) VALUES ({', '.join('?' * len(keys))})",
+                      [cols[k] for k in keys])
+    mid = cur.lastrowid
+    for i, sw in enumerate(swipes or []):
+        sw_values = {"text": sw} if isinstance(sw, str) else sw
+        insert_swipe(con, mid, i, sw_values, active=(i == 0))
+    con.execute("UPDATE sessions SET updated=? WHERE id=?", (time.time(), session_id))
+    return mid
+
+
+def insert_swipe(con: Any, message_id: int, idx: int, values: dict, *, active: bool) -> None:
+    cols = {k: values[k] for k in REPLY_FIELDS if k in values}
+    cols.update({"message_id": message_id, "idx": idx, "active": int(active), "created": time.time()})
+    keys = list(cols)
+    con.execute(f"INSERT INTO swipes ({', '.join(keys)}) VALUES ({', '.join('?' * len(keys))})",
+                [cols[k] for k in keys])
+
+
+def add_swipe(con: Any, message_id: int, values: dict, *, activate: bool) -> int:
+    idx = con.execute("SELECT COALESCE(MAX(idx), -1) + 1 FROM swipes WHERE message_id=?", (message_id,)).fetchone()[0]
+    insert_swipe(con, message_id, idx, values, active=False)
+    if activate:
+        activate_swipe(con, message_id, idx)
+    return idx
+
+
+def activate_swipe(con: Any, message_id: int, idx: int) -> None:
+    """Mark swipe ``idx`` active and mirror it into the message row."""
+    con.execute("UPDATE swipes SET active=(idx=?) WHERE message_id=?", (idx, message_id))
+    sw = con.execute("SELECT * FROM swipes WHERE message_id=? AND idx=?", (message_id, idx)).fetchone()
+    sets = ", ".join(f"{k}=?" for k in REPLY_FIELDS)
+    con.execute(f"UPDATE messages SET {sets}, swipe_id=? WHERE id=?",
+                [sw[k] for k in REPLY_FIELDS] + [idx, message_id])
+
+
+def copy_messages(con: Any, src: str, dst: str, *, max_position: int) -> None:
+    rows = con.execute("SELECT * FROM messages WHERE session_id=? AND position<=? ORDER BY position",
+                       (src, max_position)).fetchall()
+    for r in rows:
+        cols = {k: r[k] for k in r.keys() if k != "id"}
+        cols["session_id"] = dst
+        keys = list(cols)
+        new_id = con.execute(f"INSERT INTO messages ({', '.join(keys)}) VALUES ({', '.join('?' * len(keys))})",
+                             [cols[k] for k in keys]).lastrowid
+        for s in con.execute("SELECT * FROM swipes WHERE message_id=? ORDER BY idx", (r["id"],)).fetchall():
+            scols = {k: s[k] for k in s.keys() if k != "id"}
+            scols["message_id"] = new_id
+            skeys = list(scols)
+            con.execute(f"INSERT INTO swipes ({', '.join(skeys)}) VALUES ({', '.join('?' * len(skeys))})",
+                        [scols[k] for k in skeys])

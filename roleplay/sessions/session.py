@@ -126,10 +126,6 @@ def _row_message(row: Any, swipe_count: int = 0) -> Message:
         created=row["created"])
 
 
-_REPLY_FIELDS = ("text", "emotion", "note", "intent", "story_ids", "lore_names", "memories",
-                 "timings", "prompt_tokens", "completion_tokens", "status")
-
-
 def _reply_values(reply: Any, status: str, timings: dict | None = None) -> dict:
     """Column values of a reply (an engine `Reply`) for a message or swipe row."""
     t = dict(getattr(reply, "timings", {}) or {})
@@ -238,7 +234,7 @@ class Session:
                     greetings = (card.group_greetings if len(cards) > 1 and card.group_greetings else card.greetings)
                     texts = [expand(g, char=card.name, user=name) for g in greetings if g.strip()]
                     if texts:
-                        _insert_message(con, sid, role="assistant", speaker=card.name, character_id=card.id,
+                        db.insert_message(con, sid, role="assistant", speaker=card.name, character_id=card.id,
                                         values={"text": texts[0]}, swipes=texts, extra={"greeting": True})
         session = cls.load(engine, sid)
         session._cards = {c.id: c for c in cards}
@@ -384,10 +380,11 @@ class Session:
             raise SessionError("the message is empty; type something, or pass None to let the scene continue")
         voiced = self._resolve(as_character) if as_character else None
         card = self.next_speaker(text, speaker=speaker, as_character=as_character)
+        sampling = self._sampling(params)  # a bad parameter fails before anything is saved
         user_msg_id = None
         if text is not None:
             with db.transaction(self.db_path) as con:
-                user_msg_id = _insert_message(
+                user_msg_id = db.insert_message(
                     con, self.id, role="user", speaker=voiced.name if voiced else self.user_name,
                     character_id=voiced.id if voiced else None, values={"text": text})
         msgs = self.messages
@@ -395,7 +392,7 @@ class Session:
             raise SessionError("nothing to reply to: the session is empty; send a message first")
         history, user_text = self._turn_inputs(card, msgs, len(msgs))
         remember = text if (text is not None and voiced is None) else None
-        return self._generate(card, history, user_text, params=params, options=options,
+        return self._generate(card, history, user_text, params=sampling, options=options,
                               remember=(remember, user_msg_id))
 
     def next_speaker(self, text: str | None, *, speaker: str | None = None,
@@ -480,7 +477,7 @@ class Session:
         if not 0 <= index < len(swipes):
             raise SessionError(f"message {message_id} has swipes 0..{len(swipes) - 1}; got {index}")
         with db.transaction(self.db_path) as con:
-            _activate_swipe(con, message_id, index)
+            db.activate_swipe(con, message_id, index)
             con.execute("UPDATE sessions SET updated=? WHERE id=?", (time.time(), self.id))
         return self.message(message_id)
 
@@ -538,7 +535,7 @@ class Session:
                 (new_id, title or f"{row['title']} (fork)", row["characters"], row["user_id"], row["user_name"],
                  row["user_persona"], row["settings"], row["summary"] if keep_summary else "",
                  row["summary_upto"] if keep_summary else 0, self.id, message_id, now, now))
-            _copy_messages(con, self.id, new_id, max_position=pos)
+            db.copy_messages(con, self.id, new_id, max_position=pos)
         child = type(self).load(self.engine, new_id)
         child._cards = dict(self._cards)
         return child
@@ -673,11 +670,11 @@ class Session:
         values = _reply_values(reply, "complete", timings)
         with db.transaction(self.db_path) as con:
             if swipe_of is None:
-                mid = _insert_message(con, self.id, role="assistant", speaker=card.name, character_id=card.id,
+                mid = db.insert_message(con, self.id, role="assistant", speaker=card.name, character_id=card.id,
                                       values=values, swipes=[values])
             else:
                 mid = swipe_of.id
-                _add_swipe(con, mid, values, activate=True)
+                db.add_swipe(con, mid, values, activate=True)
             con.execute("UPDATE sessions SET updated=? WHERE id=?", (time.time(), self.id))
         return mid
 
@@ -692,10 +689,10 @@ class Session:
         try:
             with db.transaction(self.db_path) as con:
                 if swipe_of is None:
-                    _insert_message(con, self.id, role="assistant", speaker=card.name, character_id=card.id,
+                    db.insert_message(con, self.id, role="assistant", speaker=card.name, character_id=card.id,
                                     values=values, swipes=[values], extra={"error": error[:500]})
                 else:  # a failed regeneration: an inactive swipe; the old reply stays active
-                    _add_swipe(con, swipe_of.id, values, activate=False)
+                    db.add_swipe(con, swipe_of.id, values, activate=False)
         except RoleplayError:
             pass  # the original failure is the one to report
 
@@ -808,68 +805,6 @@ def _last_reply(stream: Iterator[Any]) -> Any:
         if not isinstance(item, str):
             reply = item
     return reply
-
-
-def _insert_message(con: Any, session_id: str, *, role: str, speaker: str, character_id: str | None,
-                    values: dict, swipes: list | None = None, extra: dict | None = None) -> int:
-    """Append a message (and its swipes; the first is active) at the end of the path."""
-    pos = con.execute("SELECT COALESCE(MAX(position), -1) + 1 FROM messages WHERE session_id=?",
-                      (session_id,)).fetchone()[0]
-    cols = {k: values[k] for k in _REPLY_FIELDS if k in values}
-    cols.update({"session_id": session_id, "position": pos, "role": role, "speaker": speaker,
-                 "character_id": character_id, "swipe_id": 0, "extra": db.dumps(extra or {}),
-                 "created": time.time()})
-    keys = list(cols)
-    cur = con.execute(f"INSERT INTO messages ({', '.join(keys)}) VALUES ({', '.join('?' * len(keys))})",
-                      [cols[k] for k in keys])
-    mid = cur.lastrowid
-    for i, sw in enumerate(swipes or []):
-        sw_values = {"text": sw} if isinstance(sw, str) else sw
-        _insert_swipe(con, mid, i, sw_values, active=(i == 0))
-    con.execute("UPDATE sessions SET updated=? WHERE id=?", (time.time(), session_id))
-    return mid
-
-
-def _insert_swipe(con: Any, message_id: int, idx: int, values: dict, *, active: bool) -> None:
-    cols = {k: values[k] for k in _REPLY_FIELDS if k in values}
-    cols.update({"message_id": message_id, "idx": idx, "active": int(active), "created": time.time()})
-    keys = list(cols)
-    con.execute(f"INSERT INTO swipes ({', '.join(keys)}) VALUES ({', '.join('?' * len(keys))})",
-                [cols[k] for k in keys])
-
-
-def _add_swipe(con: Any, message_id: int, values: dict, *, activate: bool) -> int:
-    idx = con.execute("SELECT COALESCE(MAX(idx), -1) + 1 FROM swipes WHERE message_id=?", (message_id,)).fetchone()[0]
-    _insert_swipe(con, message_id, idx, values, active=False)
-    if activate:
-        _activate_swipe(con, message_id, idx)
-    return idx
-
-
-def _activate_swipe(con: Any, message_id: int, idx: int) -> None:
-    """Mark swipe ``idx`` active and mirror it into the message row."""
-    con.execute("UPDATE swipes SET active=(idx=?) WHERE message_id=?", (idx, message_id))
-    sw = con.execute("SELECT * FROM swipes WHERE message_id=? AND idx=?", (message_id, idx)).fetchone()
-    sets = ", ".join(f"{k}=?" for k in _REPLY_FIELDS)
-    con.execute(f"UPDATE messages SET {sets}, swipe_id=? WHERE id=?",
-                [sw[k] for k in _REPLY_FIELDS] + [idx, message_id])
-
-
-def _copy_messages(con: Any, src: str, dst: str, *, max_position: int) -> None:
-    rows = con.execute("SELECT * FROM messages WHERE session_id=? AND position<=? ORDER BY position",
-                       (src, max_position)).fetchall()
-    for r in rows:
-        cols = {k: r[k] for k in r.keys() if k != "id"}
-        cols["session_id"] = dst
-        keys = list(cols)
-        new_id = con.execute(f"INSERT INTO messages ({', '.join(keys)}) VALUES ({', '.join('?' * len(keys))})",
-                             [cols[k] for k in keys]).lastrowid
-        for s in con.execute("SELECT * FROM swipes WHERE message_id=? ORDER BY idx", (r["id"],)).fetchall():
-            scols = {k: s[k] for k in s.keys() if k != "id"}
-            scols["message_id"] = new_id
-            skeys = list(scols)
-            con.execute(f"INSERT INTO swipes ({', '.join(skeys)}) VALUES ({', '.join('?' * len(skeys))})",
-                        [scols[k] for k in skeys])
 
 
 __all__ = ["Message", "STRATEGIES", "Session", "SessionSettings", "Swipe"]

@@ -122,7 +122,7 @@ def from_jsonl(engine: "Engine", text: str, *, character_ids: list[str] | None =
     → ``sherlock-holmes``) or whose first name matches.
     """
     from ..memory.store import default_user
-    from .session import Session, SessionSettings, _insert_message, _settings_of
+    from .session import Session, SessionSettings, _settings_of
 
     header, messages = parse_jsonl(text, file=file)
     meta = header.get("chat_metadata") if isinstance(header.get("chat_metadata"), dict) else {}
@@ -168,7 +168,7 @@ def from_jsonl(engine: "Engine", text: str, *, character_ids: list[str] | None =
             keep_extra = {k: v for k, v in rp.items() if k in ("greeting", "error")}
             if rec.get("is_user"):
                 cid = rp.get("character_id") if rp.get("character_id") in ids else None
-                _insert_message(con, new_id, role="user", speaker=name, character_id=cid, values=values,
+                db.insert_message(con, new_id, role="user", speaker=name, character_id=cid, values=values,
                                 extra=keep_extra)
             else:
                 card = by_name.get(name) or next((c for c in cards if c.id == rp.get("character_id")), cards[0])
@@ -185,11 +185,9 @@ def from_jsonl(engine: "Engine", text: str, *, character_ids: list[str] | None =
                 active = int(rec.get("swipe_id", 0) or 0) if rec.get("swipes") else 0
                 if first and "greeting" not in keep_extra:
                     keep_extra["greeting"] = True  # SillyTavern chats open with the first message
-                mid = _insert_message(con, new_id, role="assistant", speaker=card.name, character_id=card.id,
+                mid = db.insert_message(con, new_id, role="assistant", speaker=card.name, character_id=card.id,
                                       values=values, swipes=sw_values, extra=keep_extra)
                 if active:
-                    from .session import _activate_swipe
-
-                    _activate_swipe(con, mid, active)
+                    db.activate_swipe(con, mid, active)
             first = False
     return Session.load(engine, new_id)

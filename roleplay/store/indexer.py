@@ -15,7 +15,7 @@ finishes the job (already-added items are not embedded again).
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any
 
 from ..cards.schema import Character
 from .embeddings import Embedder
@@ -23,6 +23,7 @@ from .scenes import Item, build_items, fingerprint
 
 INDEX_VERSION = 1
 BATCH = 128
+ADD_BATCH = 1024
 
 
 def collection_name(card_id: str, embedder: Embedder) -> str:
@@ -53,7 +54,7 @@ def open_collection(client: Any, name: str, *, embedding_function: Any, create: 
 
 
 def sync_collection(collection: Any, card: Character, embedder: Embedder, *, fp: str,
-                    progress: bool = False, on_batch: Callable[[int], None] | None = None) -> dict:
+                    progress: bool = False) -> dict:
     """Bring ``collection`` in line with ``card``'s stories; returns stats."""
     t0 = time.perf_counter()
     items, duplicates = build_items(card.all_stories())
@@ -71,19 +72,30 @@ def sync_collection(collection: Any, card: Character, embedder: Embedder, *, fp:
 
         bar = tqdm(total=len(new), desc=f"index {card.id}", unit="story", leave=False)
     embed_s = 0.0
+    pending: list[tuple[Item, Any]] = []
+
+    def flush() -> None:
+        if pending:
+            collection.add(ids=[it.id for it, _ in pending], embeddings=[v for _, v in pending],
+                           documents=[it.text for it, _ in pending],
+                           metadatas=[it.metadata(card.id) for it, _ in pending])
+            pending.clear()
+
     try:
         for start in range(0, len(new), BATCH):
             batch: list[Item] = new[start:start + BATCH]
             te = time.perf_counter()
             vectors = embedder.embed([it.text for it in batch])
             embed_s += time.perf_counter() - te
-            collection.add(ids=[it.id for it in batch], embeddings=vectors,
-                           documents=[it.text for it in batch],
-                           metadatas=[it.metadata(card.id) for it in batch])
+            pending.extend(zip(batch, vectors))
+            # Each Chroma add has a large fixed cost (measured: 16 adds of 128 rows took
+            # 4.9 s, 2 adds of 1,000 took 2.9 s): embed in small batches for a live
+            # progress bar, write in large ones.
+            if len(pending) >= ADD_BATCH:
+                flush()
             if bar is not None:
                 bar.update(len(batch))
-            if on_batch is not None:
-                on_batch(start + len(batch))
+        flush()
     finally:
         if bar is not None:
             bar.close()

@@ -30,6 +30,7 @@ _BUCKET_CAP = 64      # bounds the work on pathological corpora (thousands of ne
 
 _SPEAKER = re.compile(r"^\s*([^\s:：「」()（）*][^:：「」\n]{0,39}?)\s*[:：]")
 _ACTION = re.compile(r"\([^()\n]{1,200}\)|（[^（）\n]{1,200}）|\*[^*\n]{1,200}\*")
+_LETTER = re.compile(r"[^\W\d_]", re.UNICODE)
 _NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？…」”])")
 
@@ -87,7 +88,7 @@ def speakers(text: str) -> list[str]:
 def language(text: str) -> str:
     """``zh`` when CJK characters are at least a fifth of the letters, else ``en``."""
     wide = len(WIDE_CHAR.findall(text))
-    letters = sum(ch.isalpha() for ch in text) or 1
+    letters = len(_LETTER.findall(text)) or 1
     return "zh" if wide / letters >= 0.2 else "en"
 
 
