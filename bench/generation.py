@@ -5,7 +5,7 @@ Figures (all measured in this run, against a baseline measured in the same run):
   ``model.generate`` on the very same token ids and decoding settings (greedy, 64 new
   tokens, KV reuse off so both compute the whole prompt) on the card's persona prompt
   without retrieved stories (so per-token cost, not a 2k-token prefill, dominates);
-  ``ratio`` target ≥ 0.95. Repeated alternately; medians reported (the machine is shared).
+  ``ratio`` target ≥ 0.95. Repeated alternately; the best run of each side is reported (the machine is shared).
 - ``kv_reuse_ttft_ms``: time to the first streamed chunk of a chat's next turn with and
   without reuse of the previous turn's KV cache.
 - ``overhead_p50_ms``: per-turn work outside generation (`Engine.prepare`: retrieval, stage
@@ -90,7 +90,9 @@ def throughput(backend, messages, *, tokens: int, repeats: int) -> dict:
             raw.append((out.shape[1] - len(ids)) / (time.perf_counter() - start))
     finally:
         backend.reuse_cache = saved
-    e, r = statistics.median(engine), statistics.median(raw)
+    # Best of N: on a shared machine other work only ever slows a run down, so the fastest
+    # run of each side is the closest to its true speed.
+    e, r = max(engine), max(raw)
     return {"prompt_tokens": len(ids), "new_tokens": tokens, "engine_tok_s": round(e, 2),
             "raw_tok_s": round(r, 2), "ratio": round(e / r, 3)}
 
@@ -176,7 +178,7 @@ def llamacpp_tok_s(settings, messages, *, tokens: int) -> float | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--reply-tokens", type=int, default=24, help="reply length in the 10-turn chat")
     args = parser.parse_args()
 

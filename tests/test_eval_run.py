@@ -14,14 +14,14 @@ from roleplay.config import Budgets, Settings
 from roleplay.evaluation.runner import RESULTS, RunConfig, Runner, read_results
 from roleplay.evaluation.suite import Suite, load_suite
 
-TOKENS = 16
+TOKENS = 8
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, backend):
     home = tmp_path_factory.mktemp("evalhome")
     # small prompt budgets: the 135M model on 2 shared cores pays for every prompt token
-    settings = Settings.from_env(home=home, budgets=Budgets(stories=200, lorebook=60, history=200,
+    settings = Settings.from_env(home=home, budgets=Budgets(stories=220, lorebook=40, history=120,
                                                             memories=0, summary=0))
     bundled = {i.id: i for i in load_suite("bundled").items}
     items = [bundled["sherlock-client"], bundled["sunwukong-bajie"], bundled["ada-pim"]]
@@ -33,7 +33,7 @@ def env(tmp_path_factory, backend):
 
 def _run(env, name, **cfg):
     settings, suite, root = env
-    config = RunConfig(max_tokens=TOKENS, batch_size=8, both_orders=0.5, **cfg)
+    config = RunConfig(max_tokens=TOKENS, batch_size=8, **cfg)
     runner = Runner(suite, config, root / name, settings=settings, progress=False)
     runner.run()
     return runner, root / name
@@ -41,12 +41,14 @@ def _run(env, name, **cfg):
 
 @pytest.fixture(scope="module")
 def json_run(env):
-    return _run(env, "json", judge={"method": "json", "max_tokens": 40, "retries": 1})
+    # few judge tokens: the verdict object is prefilled and parsed even when cut short
+    return _run(env, "json", judge={"method": "json", "max_tokens": 24, "retries": 1, "user_max_tokens": 12},
+                both_orders=0.0)
 
 
 @pytest.fixture(scope="module")
 def logprob_run(env):
-    return _run(env, "logprob", judge={"method": "logprob"})
+    return _run(env, "logprob", judge={"method": "logprob", "user_max_tokens": 12}, both_orders=0.5)
 
 
 def _check_turns(records):
@@ -116,7 +118,8 @@ def test_resume_skips_finished_items(env, logprob_run):
     lines = (copy / RESULTS).read_text(encoding="utf-8").splitlines()
     # keep two finished items and a torn half line, as after a crash mid-write
     (copy / RESULTS).write_text("\n".join(lines[:2]) + "\n" + lines[2][:40], encoding="utf-8")
-    config = RunConfig(max_tokens=TOKENS, batch_size=8, both_orders=0.5, judge={"method": "logprob"})
+    config = RunConfig(max_tokens=TOKENS, batch_size=8, both_orders=0.5,
+                       judge={"method": "logprob", "user_max_tokens": 12})
     runner = Runner(suite, config, copy, settings=settings, progress=False)
     runner.run()
     records = read_results(copy)
@@ -138,7 +141,7 @@ def test_score_mode_rates_each_reply(env):
     settings, suite, root = env
     small = Suite(name="one", turns=1, items=suite.items[2:3])
     config = RunConfig(mode="score", dimensions=["fluency", "persona_utterance"], max_tokens=TOKENS,
-                       judge={"method": "logprob"}, probes=False)
+                       judge={"method": "logprob", "user_max_tokens": 12}, probes=False, style_similarity=False)
     Runner(small, config, root / "score", settings=settings, progress=False).run()
     (rec,) = read_results(root / "score")
     scores = rec["turns"][0]["scores"]
@@ -157,7 +160,7 @@ def test_cli_eval_and_report(env, capsys, monkeypatch):
 
     monkeypatch.setattr(cli, "settings_from_args", lambda _args: settings)
     out = root / "cli"
-    rc = main(["eval", "bundled", "--limit", "1", "--turns", "1", "--max-tokens", "8", "--no-probes",
+    rc = main(["eval", "bundled", "--limit", "1", "--turns", "1", "--max-tokens", "4", "--no-probes",
                "--no-progress", "-o", str(out), "--json"])
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)

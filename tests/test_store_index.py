@@ -174,3 +174,13 @@ def test_interrupted_index_leaves_old_index_usable(settings, monkeypatch):
     # The next run finishes the job without re-embedding what was already added.
     stats = Retriever(settings).index(new)
     assert stats["added"] == 2 and stats["removed"] == 4 and stats["items"] == 4
+
+
+def test_in_place_story_edit_is_noticed_by_the_next_query(settings):
+    r = Retriever(settings)
+    card = card_with(list(STORIES))
+    assert r.stories(card, ["opium den"], k=1, method="keyword")[0].source == "card:0"
+    card.stories[0] = "Watson:「A new scene.」\nSherlock:「(yawns) About marmalade.」"  # same list object
+    hit = r.stories(card, ["marmalade"], k=1, method="keyword")[0]
+    assert "marmalade" in hit.text
+    assert r.stories(card, ["opium den"], method="keyword") == []

@@ -101,15 +101,26 @@ class BM25Index:
                 out[hit[0]] += w * hit[1]
         return out
 
-    def explain(self, doc: int, terms: dict[str, float], *, top: int = 5) -> list[tuple[str, float]]:
-        """The query terms that matched ``doc``, largest contribution first."""
-        found: list[tuple[str, float]] = []
+    def explain_many(self, docs: list[int], terms: dict[str, float], *,
+                     top: int = 5) -> dict[int, list[tuple[str, float]]]:
+        """For each of ``docs``, the query terms that matched it, largest contribution
+        first (one vectorised lookup per term, not per term and document)."""
+        out: dict[int, list[tuple[str, float]]] = {d: [] for d in docs}
+        if not docs:
+            return out
+        want = np.asarray(docs, dtype=np.int32)
         for term, w in terms.items():
             hit = self._postings(term)
             if hit is None:
                 continue
-            pos = int(np.searchsorted(hit[0], doc))
-            if pos < len(hit[0]) and hit[0][pos] == doc:
-                found.append((term, float(w * hit[1][pos])))
-        found.sort(key=lambda x: -x[1])
-        return found[:top]
+            ids, weights = hit
+            pos = np.minimum(np.searchsorted(ids, want), len(ids) - 1)
+            for d, p in zip(want[ids[pos] == want], pos[ids[pos] == want]):
+                out[int(d)].append((term, float(w * weights[p])))
+        for d in out:
+            out[d] = sorted(out[d], key=lambda x: -x[1])[:top]
+        return out
+
+    def explain(self, doc: int, terms: dict[str, float], *, top: int = 5) -> list[tuple[str, float]]:
+        """The query terms that matched ``doc``, largest contribution first."""
+        return self.explain_many([doc], terms, top=top)[doc]
