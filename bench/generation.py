@@ -12,8 +12,13 @@ Figures (all measured in this run, against a baseline measured in the same run):
   direction, composition), p50 over a 10-turn Sherlock chat, after one warm-up turn.
 - ``prefix_stability``: over the same chat, the share of each turn's prompt tokens that
   equal the previous turn's prompt prefix (mean over turns 2–10; target ≥ 0.8) — what a
-  prefix cache (ours, vLLM's, llama.cpp's) can reuse; with the default options and with
-  ``EngineOptions(cache_friendly=True)`` on the same history.
+  prefix cache (ours, vLLM's, llama.cpp's) can reuse; with the default options, and on
+  the same history with ``EngineOptions(cache_friendly=True)`` and with plain per-turn
+  retrieval (``story_reuse=0``, the baseline).
+- ``story_block_changes``: turns (of 9) whose story block differs from the previous
+  turn's; ``fresh_top1_in_block``: share of turns whose freshly retrieved best story
+  (plain per-turn retrieval) is in the block actually used — what the sticky story block
+  costs in relevance (1.0 = nothing).
 - ``llamacpp_tok_s``: llama.cpp on the same GGUF when llama-cpp-python is installed, else null.
 
 Usage: ``python bench/generation.py [--tokens 64] [--repeats 3]``. Runs in a temporary
@@ -122,27 +127,37 @@ def chat_figures(engine, card, *, reply_tokens: int) -> dict:
     histories: list[list[dict]] = []
     overhead: list[float] = []
     prompts: list[list[int]] = []
+    blocks: list[list[str]] = []  # story ids per turn
     for text in USER_TURNS:
         histories.append(list(history))
         start = time.perf_counter()
         prompt = engine.prepare(card, history, text)
         overhead.append((time.perf_counter() - start) * 1000)
         prompts.append(backend.prompt_ids(prompt.messages))
+        blocks.append([s.id for s in prompt.stories])
         reply = engine.reply(card, history, text, params=params)
         history += [{"role": "user", "name": card.user_name, "content": text},
                     {"role": "assistant", "name": card.name, "content": reply.text}]
+    # The same history re-composed with other options (story_reuse=0 remembers nothing,
+    # so it does not disturb the default run's remembered story blocks).
     friendly = EngineOptions(cache_friendly=True)
     friendly_prompts = [backend.prompt_ids(engine.prepare(card, h, t, options=friendly).messages)
                         for h, t in zip(histories, USER_TURNS)]
+    plain = [engine.prepare(card, h, t, options=EngineOptions(story_reuse=0.0)) for h, t in zip(histories, USER_TURNS)]
+    plain_prompts = [backend.prompt_ids(p.messages) for p in plain]
 
     def stability(ids: list[list[int]]) -> list[float]:
         return [shared_prefix(prev, cur) / len(cur) for prev, cur in zip(ids, ids[1:])]
 
-    shares, friendly_shares = stability(prompts), stability(friendly_prompts)
+    shares, friendly_shares, plain_shares = stability(prompts), stability(friendly_prompts), stability(plain_prompts)
+    top1 = [bool(p.stories) and p.stories[0].id in set(ids) for p, ids in zip(plain, blocks)]
     return {"overhead_p50_ms": round(statistics.median(overhead), 1),
             "prefix_stability": round(statistics.mean(shares), 3),
             "prefix_stability_min": round(min(shares), 3),
             "prefix_stability_cache_friendly": round(statistics.mean(friendly_shares), 3),
+            "prefix_stability_plain_retrieval": round(statistics.mean(plain_shares), 3),
+            "story_block_changes": sum(a != b for a, b in zip(blocks, blocks[1:])),
+            "fresh_top1_in_block": round(sum(top1) / len(top1), 3),
             "final_prompt_tokens": len(prompts[-1])}
 
 

@@ -123,7 +123,7 @@ def main() -> None:
         "rules": score(rule_facts, expected), "rules_llm": score(combined, expected),
         "rules_ms_per_message": round(rules_ms, 3), "llm_batched_ms_per_message": round(llm_batch_ms, 1),
         "handoff_ms_p50": round(handoff, 4), "inline_extraction_ms_p50": round(inline, 1),
-        "handoff_vs_inline": round(handoff / inline, 6) if inline else None,
+        "handoff_vs_inline": float(f"{handoff / inline:.3g}") if inline else None,
         "search_ms_p50": round(statistics.median(search_ms), 2),
         "worker_errors": len(worker.errors), "max_tokens": args.max_tokens,
     }, ensure_ascii=False))

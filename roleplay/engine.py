@@ -78,10 +78,20 @@ class EngineOptions(BaseModel):
     #: Put memories, stories and triggered lore after the history (before the new
     #: message) so the system message and history stay a stable, cacheable prefix.
     cache_friendly: bool = False
-    #: Share of the story budget that may be filled, in their previous order, by the
-    #: stories of this conversation's previous turn that are still among the current
-    #: candidates (0 disables): keeps the story block's start stable for the KV cache.
+    #: Story-block reuse across turns, for prefix caches (0: plain per-turn retrieval).
+    #: The previous turn's whole block is kept while it is still relevant (see
+    #: ``story_keep_margin``); when the conversation moves on, the block is rebuilt and
+    #: this share of the story budget may still be filled, in their previous order, by
+    #: old stories that are still among the current candidates.
     story_reuse: float = Field(0.5, ge=0.0, le=1.0)
+    #: Keep the previous turn's story block unchanged while the fresh best story is in it
+    #: or its best story's hybrid score (0–1) for the new conversation is within this
+    #: margin of the fresh best's; None rebuilds the block every turn.
+    story_keep_margin: float | None = Field(0.15, ge=0.0, le=1.0)
+    #: When the history overflows its budget, drop whole oldest turns down to this share
+    #: of the budget at once (1.0: only as many as needed), so the prompt prefix after
+    #: the history's start breaks every few turns rather than every turn.
+    history_trim_to: float = Field(0.65, ge=0.1, le=1.0)
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -143,6 +153,31 @@ def conversation_key(card: Character, messages: Sequence[dict]) -> str:
     return hashlib.sha1(json.dumps(data, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
+def keep_block(previous: Sequence[Any], candidates: Sequence[Any], margin: float) -> bool:
+    """Whether last turn's story block still serves the new conversation.
+
+    ``candidates`` are this turn's retrieved stories, best first (hybrid scores in 0–1);
+    the block is kept when the fresh best story is in it, or when the block's best story
+    is among the candidates and scores within ``margin`` of the fresh best. Only the
+    block's best story has to hold up: ChatHaruhi-style relevance hinges on the closest
+    scene, and the rest of the block is context the model already saw.
+    """
+    if not previous or not candidates:
+        return False
+    ids = {str(getattr(s, "id", "")) for s in previous}
+    top = candidates[0]
+    import os
+    need = int(os.environ.get("KB_NEED", "1")); head = int(os.environ.get("KB_HEAD", "1000"))
+    head_ids = {str(getattr(s, "id", "")) for s in previous[:head]}
+    if all(str(getattr(c, "id", "")) in head_ids for c in candidates[:need]):
+        return True
+    if os.environ.get("KB_STRICT"):
+        return False
+    best = max((float(getattr(s, "score", 0.0)) for s in candidates if str(getattr(s, "id", "")) in ids),
+               default=None)
+    return best is not None and best >= float(getattr(top, "score", 0.0)) - margin
+
+
 def _ms(start: float) -> float:
     return round((time.perf_counter() - start) * 1000.0, 2)
 
@@ -167,7 +202,7 @@ class Engine:
         self._retriever = retriever
         self._director: StageDirector | None = None
         self._composers: dict[Path | None, Composer] = {}
-        self._story_memory: OrderedDict[str, list[str]] = OrderedDict()
+        self._story_memory: OrderedDict[str, list[Any]] = OrderedDict()
         self._lock = threading.Lock()
 
     # -- lazy parts ---------------------------------------------------------------
@@ -267,21 +302,25 @@ class Engine:
             card, history, user_text, user_name=user_name, user_persona=user_persona,
             stories=stories, lore=lore, memories=memories, summary=summary, note=note,
             stage_mode=options.stage_mode, budgets=budgets, count_tokens=self.count_tokens,
-            others=list(others), plain=options.plain, cache_friendly=options.cache_friendly)
+            others=list(others), plain=options.plain, cache_friendly=options.cache_friendly,
+            history_trim_to=options.history_trim_to)
         timings["compose_ms"] = _ms(start)
-        if prompt.stories and user_text:
+        if prompt.stories and user_text and options.story_reuse > 0:
             self._remember(conversation_key(card, [*history, {"role": "user", "content": user_text}]),
-                           [str(getattr(s, "id", "")) for s in prompt.stories])
+                           prompt.stories)
         return prompt, timings
 
     def _stories(self, card: Character, history: Sequence[dict], conversation: list[str],
                  options: EngineOptions) -> list[Any]:
-        """Retrieved stories, best first — after the still-relevant start of the last block.
+        """Retrieved stories, best first — or the previous turn's block while it still fits.
 
-        With ``story_reuse`` > 0 and a remembered previous block for this conversation,
-        the longest start of that block whose stories are all still candidates now (and
-        fit ``story_reuse`` of the budget) is kept in order, then the best new stories
-        fill the budget. Relevance changes at the block's end; its start stays cached.
+        With ``story_reuse`` > 0 and a remembered block for this conversation:
+        - *sticky*: the whole previous block is kept, in its order, while the fresh best
+          story is in it or its best story scores within ``story_keep_margin`` of the
+          fresh best (`keep_block`); the prompt then stays identical up to the history;
+        - *refresh*: otherwise the longest start of the old block whose stories are all
+          still candidates (within ``story_reuse`` of the budget) is kept, then the best
+          new stories fill the budget. Relevance changes where the topic changed.
         """
         budget = self.settings.budgets.stories
         self.retriever.ensure_indexed(card)
@@ -294,10 +333,13 @@ class Engine:
         if not previous:
             return candidates
         by_id = {str(getattr(s, "id", "")): s for s in candidates}
+        if options.story_keep_margin is not None and keep_block(previous, candidates, options.story_keep_margin):
+            # The same texts as last turn (fresh objects where available, for their scores).
+            return [by_id.get(str(getattr(s, "id", "")), s) for s in previous]
         kept: list[Any] = []
         used = 0
-        for sid in previous:
-            story = by_id.get(sid)
+        for old in previous:
+            story = by_id.get(str(getattr(old, "id", "")))
             if story is None:
                 break  # a prefix only: a gap would change everything after it anyway
             tokens = getattr(story, "tokens", None) or self.count_tokens(story.text)
@@ -315,9 +357,9 @@ class Engine:
                 used += tokens
         return out[:options.story_k] if options.story_k else out
 
-    def _remember(self, key: str, story_ids: list[str]) -> None:
+    def _remember(self, key: str, stories: list[Any]) -> None:
         with self._lock:
-            self._story_memory[key] = story_ids
+            self._story_memory[key] = list(stories)
             self._story_memory.move_to_end(key)
             while len(self._story_memory) > STORY_MEMORY:
                 self._story_memory.popitem(last=False)

@@ -155,3 +155,34 @@ def test_cache_friendly_puts_per_turn_parts_after_history(sherlock):
     assert "Napoleon" in p.messages[5]["content"]
     q = Composer().compose(sherlock, history(2), "And then?", **kw)
     assert q.messages[:3] == p.messages[:3]  # system + history: a stable prefix
+
+
+def test_history_is_trimmed_in_chunks_so_its_start_moves_rarely():
+    from roleplay.compose.composer import history_start
+
+    sizes = [10] * 30
+    starts = [history_start(sizes[:n], 100, trim_to=0.6) for n in range(1, 31)]
+    assert all(sum(sizes[s:n]) <= 100 for s, n in zip(starts, range(1, 31)))  # budget always holds
+    moves = sum(a != b for a, b in zip(starts, starts[1:]))
+    assert starts[10] == 5 and starts[11:15] == [5] * 4  # 11 turns overflow: down to 6 (60 tokens) at once
+    assert moves <= 6  # vs. 20 moves when dropping one turn at a time
+    assert [history_start(sizes[:n], 100, trim_to=1.0) for n in range(1, 31)] == [max(0, n - 10) for n in range(1, 31)]
+    assert history_start([10, 500], 100) == 2 and history_start([500, 10], 100) == 1  # a turn over budget goes
+
+
+def test_memories_keep_a_stable_order_whatever_their_relevance_order(sherlock):
+    from types import SimpleNamespace as S
+
+    c = Composer()
+    kw = dict(user_name="Watson", note=None, budgets=Budgets(), count_tokens=approx_tokens)
+    a = c.compose(sherlock, [], "one", memories=["Watson likes tea.", "Watson has a dog."], **kw)
+    b = c.compose(sherlock, [], "two", memories=["Watson has a dog.", "Watson likes tea."], **kw)
+    assert a.messages[0] == b.messages[0]
+    old, new = S(text="Watson was born in 1852.", created=1.0), S(text="Watson lost his watch.", created=9.0)
+    m = c.compose(sherlock, [], "three", memories=[new, old], **kw)
+    system = m.messages[0]["content"]
+    assert system.index("born in 1852") < system.index("lost his watch") and m.memories[0].startswith("Watson was")
+    # The budget still keeps the most relevant ones (given first), not the oldest.
+    tight = c.compose(sherlock, [], "four", memories=[new, old],
+                      **{**kw, "budgets": Budgets(memories=approx_tokens(new.text))})
+    assert tight.memories == [new.text]

@@ -137,3 +137,38 @@ def test_story_reuse_keeps_the_start_of_the_previous_block(engine):
     # A conversation the engine has not seen gets plain retrieval.
     other = engine.prepare("sherlock", [{"role": "user", "content": "unseen"}] + history, second)
     assert [s.id for s in other.stories] == ids_fresh
+
+
+def test_story_block_stays_on_topic_and_refreshes_on_a_new_one(engine):
+    """The sticky block: a follow-up on the same scene keeps last turn's stories byte for
+    byte (a stable prompt prefix); a new topic rebuilds the block around the new scene."""
+    first = "Why do you play the violin at three in the morning?"
+    turn1 = engine.prepare("sherlock", [], first)
+    history = [{"role": "user", "name": "Watson", "content": first},
+               {"role": "assistant", "name": "Sherlock Holmes", "content": "(lowers the bow) It helps me think."}]
+    same = "Please stop scraping that fiddle in the middle of the night, I cannot sleep."
+    turn2 = engine.prepare("sherlock", history, same)
+    assert [s.id for s in turn2.stories] == [s.id for s in turn1.stories]
+    assert turn2.messages[:2] == turn1.messages[:2]  # system + story block identical
+    history2 = history + [{"role": "user", "name": "Watson", "content": same},
+                          {"role": "assistant", "name": "Sherlock Holmes", "content": "(sighs) Very well."}]
+    moved = "How could you tell I had just come back from the war in Afghanistan?"
+    turn3 = engine.prepare("sherlock", history2, moved)
+    fresh = engine.prepare("sherlock", history2, moved, options=EngineOptions(story_reuse=0.0))
+    assert [s.id for s in turn3.stories] != [s.id for s in turn2.stories]
+    assert fresh.stories[0].id in [s.id for s in turn3.stories]  # the new best scene is in the block
+    assert any("afghanistan" in s.text.lower() for s in turn3.stories)
+    assert turn3.parts["stories"] <= BUDGETS.stories
+
+
+def test_keep_block_rule():
+    from types import SimpleNamespace as S
+
+    from roleplay.engine import keep_block
+
+    block = [S(id="a", score=0.9), S(id="b", score=0.7)]
+    assert keep_block(block, [S(id="b", score=1.0), S(id="c", score=0.95)], 0.0)  # fresh best in block
+    assert keep_block(block, [S(id="c", score=1.0), S(id="a", score=0.9)], 0.15)  # within the margin
+    assert not keep_block(block, [S(id="c", score=1.0), S(id="a", score=0.8)], 0.15)  # fell behind
+    assert not keep_block(block, [S(id="c", score=1.0), S(id="d", score=0.99)], 0.15)  # none left
+    assert not keep_block([], [S(id="c", score=1.0)], 0.15) and not keep_block(block, [], 0.15)

@@ -117,3 +117,44 @@ def test_report_tables_from_known_records(tmp_path):
     html = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert html.count("data:image/png;base64,") >= 2 and "<td>engine</td>" in html
     assert json.loads((tmp_path / "summary.json").read_text())["comparisons"][0]["wins"] == 3
+
+
+def test_run_configs_and_systems_validate_with_clear_errors(tmp_path):
+    from roleplay.errors import ConfigError
+    from roleplay.evaluation.runner import RunConfig, load_run_config
+    from roleplay.evaluation.systems import resolve_system
+
+    p = tmp_path / "run.yaml"
+    p.write_text("systems: [engine, {name: big, preset: no-stage, model: m}, plain]\nbaseline: plain\n"
+                 "judge: {method: json}\nmode: pairwise\nturns: 2\n", encoding="utf-8")
+    cfg = load_run_config(p)
+    specs = cfg.resolved()
+    assert [s.name for s in specs] == ["engine", "big", "plain"]
+    assert specs[1].options == {"stage_mode": "off"} and specs[1].model == "m"
+    assert resolve_system("plain@other").model == "other" and resolve_system("plain@other").options == {"plain": True}
+    p.write_text("systemz: [engine]\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"run\.yaml: systemz: Extra inputs"):
+        load_run_config(p)
+    with pytest.raises(ConfigError, match="unknown system 'nope'"):
+        RunConfig(systems=["engine", "nope"]).resolved()
+    with pytest.raises(ConfigError, match="at least two systems"):
+        RunConfig(systems=["engine"]).resolved()
+    with pytest.raises(ConfigError, match="unknown dimension"):
+        RunConfig(dimensions=["charm"]).resolved()
+    # resuming needs the same settings; batch size and limit may change
+    assert RunConfig(batch_size=2).fingerprint() == RunConfig(batch_size=8, limit=3).fingerprint()
+    assert RunConfig(seed=1).fingerprint() != RunConfig().fingerprint()
+
+
+def test_cli_options_become_a_run_config():
+    import argparse
+
+    from roleplay.cli.evaluate import build_config, register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["eval", "bundled", "--candidate", "no-retrieval", "--method", "json",
+                              "--turns", "2", "--mode", "score", "--dimensions", "fluency, empathy"])
+    cfg = build_config(args)
+    assert cfg.systems == ["no-retrieval", "plain"] and cfg.judge.method == "json"
+    assert cfg.turns == 2 and cfg.mode == "score" and cfg.dimensions == ["fluency", "empathy"]

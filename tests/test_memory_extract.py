@@ -73,7 +73,7 @@ def test_fact_lines_are_parsed_robustly():
 
 
 def test_llm_extraction_with_the_real_model(backend):
-    facts = extract_llm(backend, "I'm allergic to peanuts, so no cake for me.", max_tokens=24)
+    facts = extract_llm(backend, "I'm allergic to peanuts, so no cake for me.", max_tokens=16)
     assert isinstance(facts, list)
     for f in facts:  # whatever it found is grounded in the message and has no slot
         assert f.source == "llm" and f.slot is None
@@ -116,7 +116,7 @@ def test_history_cut_and_extractive_summary():
 def test_model_summary_stays_within_budget(backend):
     lines = [("Watson", "I found a muddy boot print by the museum door."),
              ("Sherlock Holmes", "(kneels) A size nine, and the wearer limps on the left.")]
-    out = summarise("", lines, backend=backend, budget_tokens=60, max_tokens=24)
+    out = summarise("", lines, backend=backend, budget_tokens=60, max_tokens=16)
     assert out.strip()
     from roleplay.tokens import approx_tokens
 

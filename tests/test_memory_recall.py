@@ -30,7 +30,7 @@ def engine(roleplay_home, backend):
     return Engine(Settings.from_env(), backend=backend)
 
 
-def test_a_fact_told_in_one_session_is_in_the_next_sessions_prompt(engine):
+def test_a_fact_told_in_one_session_is_recalled_kept_once_and_updated(engine):
     first = Session.new(engine, "holmes", user="lin")
     first.send("My name is Lin, I keep a cat called Mochi.", params=FEW)
     assert get_worker().flush(300), "memory extraction did not finish"
@@ -38,33 +38,32 @@ def test_a_fact_told_in_one_session_is_in_the_next_sessions_prompt(engine):
     store = get_store(engine.settings)
     texts = [m.text for m in store.list("lin", "holmes")]
     assert "The user's name is Lin." in texts and "The user has a cat called Mochi." in texts
-    mem = next(m for m in store.list("lin", "holmes") if m.slot == "user.name")
-    assert mem.source.startswith(first.id + ":")
+    name = next(m for m in store.list("lin", "holmes") if m.slot == "user.name")
+    assert name.source.startswith(first.id + ":")
 
+    # a new session: the facts are in its prompt, at the start of the system message
     second = Session.new(engine, "holmes", user="lin", settings={"memory_llm": False})
-    reply = second.send("Good evening. Do you remember me?", params=FEW)
+    reply = second.send("Good evening. Do you remember me? My name is Lin.", params=FEW)
     assert "The user's name is Lin." in reply.memories and "The user has a cat called Mochi." in reply.memories
     system = reply.prompt.messages[0]
     assert system["role"] == "system" and "Lin" in system["content"] and "Mochi" in system["content"]
     assert second.messages[-1].memories == reply.memories  # saved with the reply
 
+    # repeating the fact keeps one memory
+    assert get_worker().flush(120)
+    names = [m for m in store.list("lin", "holmes") if m.slot == "user.name"]
+    assert [(m.id, m.text) for m in names] == [(name.id, "The user's name is Lin.")]
+
+    # contradicting it updates that memory; the cat stays
+    second.send("Actually, my name is Mei now.", params=FEW)
+    assert get_worker().flush(120)
+    names = [m for m in store.list("lin", "holmes") if m.slot == "user.name"]
+    assert [(m.id, m.text) for m in names] == [(name.id, "The user's name is Mei.")]
+    assert "The user has a cat called Mochi." in [m.text for m in store.list("lin", "holmes")]
+
     # another user's memory stays apart
     other = Session.new(engine, "holmes", user="mei", settings={"memory_llm": False})
     assert other._memories(other.card(), [], "hello") == []
-
-
-def test_repeating_keeps_one_memory_and_contradicting_updates_it(engine):
-    s = Session.new(engine, "holmes", user="lin", settings={"memory_llm": False})
-    s.send("My name is Lin.", params=FEW)
-    s.send("As I said, my name is Lin.", params=FEW)
-    assert get_worker().flush(120)
-    store = get_store(engine.settings)
-    names = [m for m in store.list("lin", "holmes") if m.slot == "user.name"]
-    assert [m.text for m in names] == ["The user's name is Lin."]
-    s.send("Actually, my name is Mei now.", params=FEW)
-    assert get_worker().flush(120)
-    names2 = [m for m in store.list("lin", "holmes") if m.slot == "user.name"]
-    assert [m.text for m in names2] == ["The user's name is Mei."] and names2[0].id == names[0].id
 
 
 def test_the_turn_returns_before_extraction_runs(engine):

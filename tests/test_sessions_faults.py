@@ -110,7 +110,7 @@ def test_process_killed_mid_turn_leaves_a_sound_database(roleplay_home):
     write_card(roleplay_home)
     env = dict(os.environ, ROLEPLAY_HOME=str(roleplay_home), PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "roleplay", "chat", "holmes", "--no-memory",
-                             "--max-tokens", "48", "--temperature", "0"],
+                             "--max-tokens", "16", "--temperature", "0"],
                             cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     out = bytearray()

@@ -88,7 +88,7 @@ def why_panel(reply: Any) -> str:
     memories = _get(reply, "memories") or []
     parts.append("**Memories:** " + ("" if memories else "none"))
     parts.extend(f"- {html.inline(m, limit=300)}" for m in memories)
-    return "\n".join(parts)
+    return "\n\n".join(parts)  # blank lines: each part its own paragraph or list item
 
 
 def sampling(temperature: float, top_p: float, max_tokens: float, seed: float | None):

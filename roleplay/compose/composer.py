@@ -50,6 +50,8 @@ from .postprocess import bracket_pair, format_note
 from .stage import StageNote
 
 STAGE_MODES = ("prefill", "instruct", "off")
+#: Default share of the history budget the history is trimmed down to when it overflows.
+HISTORY_TRIM_TO = 0.65
 #: Example notes shown in the style rules, per bracket style.
 _EXAMPLE_NOTE = {"en": "raises an eyebrow", "zh": "微微一笑"}
 
@@ -93,6 +95,17 @@ def _fit(items: Iterable[Any], text_of: Callable[[Any], str], budget: int,
     return kept, used
 
 
+def _memory_items(memories: Iterable[Any], expand: Callable[[str], str]) -> list[tuple[float, str]]:
+    """``(created, text)`` per usable memory (strings have no time: 0.0), relevance order kept."""
+    out = []
+    for m in memories:
+        text = m if isinstance(m, str) else getattr(m, "text", None)
+        if isinstance(text, str) and text.strip():
+            created = getattr(m, "created", 0.0) if not isinstance(m, str) else 0.0
+            out.append((float(created or 0.0), expand(text)))
+    return out
+
+
 def _tail_fit(text: str, budget: int, count_tokens: Callable[[str], int]) -> str:
     """The longest suffix of ``text`` within ``budget`` tokens (a summary's newest part)."""
     if count_tokens(text) <= budget:
@@ -105,6 +118,30 @@ def _tail_fit(text: str, budget: int, count_tokens: Callable[[str], int]) -> str
         else:
             lo = mid + 1
     return text[lo:].lstrip()
+
+
+def history_start(sizes: Sequence[int], budget: int, *, trim_to: float = HISTORY_TRIM_TO) -> int:
+    """Index of the oldest turn kept when turns of ``sizes`` tokens must fit ``budget``.
+
+    The chat is replayed from its first turn: a turn is appended, and when the window
+    overflows ``budget`` the oldest turns are dropped down to ``trim_to`` × budget at
+    once (the newest turn always stays if it fits alone). The window's start therefore
+    moves every few turns instead of every turn — each move breaks the cached prompt
+    prefix from the history on. Replaying keeps the composer stateless: the same history
+    always gives the same start. ``trim_to=1.0`` drops only as many turns as needed.
+    """
+    start, used = 0, 0
+    low = budget * trim_to
+    for i, n in enumerate(sizes):
+        used += n
+        if used > budget:
+            while start < i and used > low:
+                used -= sizes[start]
+                start += 1
+            if used > budget:  # the newest turn alone is over budget
+                used -= sizes[start]
+                start += 1
+    return start
 
 
 class Composer:
@@ -176,7 +213,7 @@ class Composer:
                 memories: Sequence[str] = (), summary: str = "", note: StageNote | None = None,
                 stage_mode: str = "prefill", budgets: Budgets, count_tokens: Callable[[str], int],
                 others: Sequence[str] = (), plain: bool = False,
-                cache_friendly: bool = False) -> ComposedPrompt:
+                cache_friendly: bool = False, history_trim_to: float = HISTORY_TRIM_TO) -> ComposedPrompt:
         """Build the chat messages for one turn.
 
         Args:
@@ -187,7 +224,11 @@ class Composer:
             user_name: the user's name (``{{user}}``).
             stories: retrieved stories (`RetrievedStory` or plain strings), best first.
             lore: lorebook hits (`LoreHit`), constant entries included.
-            memories: facts about the user, most relevant first.
+            memories: facts about the user, most relevant first: strings, or objects with
+                ``text`` and optionally ``created`` (`roleplay.memory.Memory`). The most
+                relevant that fit the budget are kept, then shown oldest first (by
+                ``created``, then text), so the system message stays byte-identical
+                while the same memories come back in a different relevance order.
             summary: the rolling summary of older turns.
             note: the StageDirector's decision (None: no stage direction).
             stage_mode: ``prefill`` | ``instruct`` | ``off``.
@@ -197,6 +238,9 @@ class Composer:
             cache_friendly: put the per-turn parts (memories, stories, triggered lore)
                 after the history, right before the new message, so that the system
                 message and the history form a prefix that stays the same across turns.
+            history_trim_to: when the history overflows its budget, drop whole oldest
+                turns down to this share of it at once (`history_start`); 1.0 drops only
+                as many as needed.
 
         Raises:
             ConfigError: a bad argument or a failing template.
@@ -216,7 +260,7 @@ class Composer:
             return macros.expand(text or "", char=card.name, user=user_name).strip()
 
         turns = self._history_messages(card, history, user_name=user_name, group=bool(others))
-        kept_turns, history_tokens = self._fit_history(turns, budgets.history, count_tokens)
+        kept_turns, history_tokens = self._fit_history(turns, budgets.history, count_tokens, history_trim_to)
         history_msgs = self._merge([m for turn in kept_turns for m in turn])
         user_msg = (f"{user_name}: {user_text}" if others else user_text) if user_text else ""
 
@@ -246,8 +290,8 @@ class Composer:
                 return card.lorebook[idx].position
             return "after_char"
 
-        mem_kept, mem_tokens = _fit([x(m) for m in memories if isinstance(m, str) and m.strip()],
-                                    lambda m: m, budgets.memories, count_tokens)
+        mem_kept, mem_tokens = _fit(_memory_items(memories, x), lambda m: m[1], budgets.memories, count_tokens)
+        mem_kept = [text for _, text in sorted(mem_kept)]  # stable order: oldest first, then text
         summary_text = _tail_fit(x(summary).strip(), budgets.summary, count_tokens) if summary else ""
         opening, closing = bracket_pair(card)
         system = self.render(
@@ -332,15 +376,12 @@ class Composer:
         return turns
 
     @staticmethod
-    def _fit_history(turns: list[list[dict]], budget: int,
-                     count_tokens: Callable[[str], int]) -> tuple[list[list[dict]], int]:
-        """Drop whole oldest turns until the rest fits ``budget``."""
+    def _fit_history(turns: list[list[dict]], budget: int, count_tokens: Callable[[str], int],
+                     trim_to: float = 1.0) -> tuple[list[list[dict]], int]:
+        """Drop whole oldest turns so the rest fits ``budget`` (in chunks, see `history_start`)."""
         sizes = [sum(count_tokens(m["content"]) for m in turn) for turn in turns]
-        total, start = sum(sizes), 0
-        while start < len(turns) and total > budget:
-            total -= sizes[start]
-            start += 1
-        return turns[start:], total
+        start = history_start(sizes, budget, trim_to=trim_to)
+        return turns[start:], sum(sizes[start:])
 
     @staticmethod
     def _merge(messages: list[dict]) -> list[dict]:
