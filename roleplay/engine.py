@@ -335,7 +335,24 @@ class Engine:
         by_id = {str(getattr(s, "id", "")): s for s in candidates}
         if options.story_keep_margin is not None and keep_block(previous, candidates, options.story_keep_margin):
             # The same texts as last turn (fresh objects where available, for their scores).
-            return [by_id.get(str(getattr(s, "id", "")), s) for s in previous]
+            block = [by_id.get(str(getattr(s, "id", "")), s) for s in previous]
+            import os
+            tail = int(os.environ.get("KB_TAIL", "0"))
+            if tail:
+                ids = {str(getattr(s, "id", "")) for s in block}
+                missing = [c for c in candidates[:tail] if str(getattr(c, "id", "")) not in ids]
+                if missing:
+                    protect = {str(getattr(c, "id", "")) for c in candidates[:tail]}
+                    need = sum(getattr(c, "tokens", 0) for c in missing)
+                    used = sum(getattr(c, "tokens", 0) for c in block)
+                    while block and used + need > budget:
+                        drop = next((j for j in range(len(block) - 1, -1, -1)
+                                     if str(getattr(block[j], "id", "")) not in protect), None)
+                        if drop is None:
+                            break
+                        used -= getattr(block.pop(drop), "tokens", 0)
+                    block += [c for c in missing if used + getattr(c, "tokens", 0) <= budget]
+            return block
         kept: list[Any] = []
         used = 0
         for old in previous:

@@ -93,7 +93,10 @@ def get_client(settings: Settings) -> Any:
     with _LOCK:
         client = _CLIENTS.get(key)
         if client is None:
-            client = _http_client(settings.chroma_url) if settings.chroma_url else _persistent_client(Path(settings.chroma_dir))
+            if settings.chroma_url:
+                client = _http_client(settings.chroma_url)
+            else:
+                client = _persistent_client(Path(settings.chroma_dir))
             _CLIENTS[key] = client
         return client
 

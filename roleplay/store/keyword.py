@@ -7,8 +7,9 @@ Mazarin stone) decide which scene fits, and a sentence embedding blurs them. Tra
   bigrams — Chinese has no spaces, bigrams approximate words without a segmenter and
   unigrams keep recall for one-character names (猴, 妖).
 - The index is built once per character and index fingerprint (≈1 s per 10,000
-  stories on 2 busy cores, mostly tokenising) and kept in memory; every (term, story) pair stores its precomputed BM25
-  contribution, so a query is one vector add per query term (≈1 ms at 10,000 stories).
+  stories on 2 busy cores, mostly tokenising) and kept in memory as CSR arrays; every
+  (term, story) pair stores its precomputed BM25 contribution, so a query is one
+  vector add per query term (≈1 ms at 10,000 stories).
 """
 from __future__ import annotations
 

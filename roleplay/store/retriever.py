@@ -13,9 +13,10 @@ weighted sum won on the retrieval test set (see docs/retrieval.md): RRF ignores 
 
 Trade-offs: per character the process keeps the documents, the BM25 postings and the
 embeddings (float16, 1 KB per story) in memory, loaded once per index fingerprint, so
-a query costs one small embedding, one Chroma query and a few numpy operations
-(p50 ≈ 5 ms at 10,000 stories on 2 cores; see bench/retrieval.py). Exact vector scores of
-keyword-only candidates come from the in-memory embeddings, not another round trip.
+a query costs one small embedding, one Chroma query and a few numpy operations (p50
+≈9 ms, 7 ms of CPU, at 10,000 stories on 2 busy cores; see bench/retrieval.py). Exact
+vector scores of keyword-only candidates come from the in-memory embeddings, not
+another round trip.
 """
 from __future__ import annotations
 
