@@ -77,15 +77,20 @@ def test_json_judge_end_to_end(json_run):
     # batched: several replies per backend call, not one at a time
     assert runner.stats["reply_calls"] < runner.stats["replies"]
     # the engine builds a richer prompt than the plain baseline and retrieves canon lines
-    t0 = records[0]["turns"][0]["replies"]
-    assert len(t0["engine"]["prompt"][0]["content"]) > len(t0["plain"]["prompt"][0]["content"])
+    by_item = {r["item"]: r for r in records}
+    t0 = by_item["sherlock-client"]["turns"][0]["replies"]
+
+    def size(prompt):
+        return sum(len(m["content"]) for m in prompt)
+
+    assert size(t0["engine"]["prompt"]) > size(t0["plain"]["prompt"])
     assert t0["engine"]["retrieval"] and t0["plain"]["retrieval"] == []
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     (c,) = summary["comparisons"]
     turns = sum(len(r["turns"]) for r in records)
     assert c["wins"] + c["losses"] + c["ties"] + c["failures"] == turns == summary["turns"]
     assert summary["judge"]["failures"] == c["failures"]
-    probe = records[0]["probes"][0]
+    probe = by_item["sherlock-client"]["probes"][0]
     assert set(probe["replies"]) == {"engine", "plain"}
     for r in probe["replies"].values():
         assert set(r["probe"]) == {"rule_pass", "judge_pass", "pass"}
@@ -125,8 +130,8 @@ def test_resume_skips_finished_items(env, logprob_run):
     records = read_results(copy)
     assert [r["key"] for r in records[:2]] == [json.loads(x)["key"] for x in lines[:2]]
     assert len(records) == 3 and len({r["key"] for r in records}) == 3
-    # only the missing item was played: 2 systems x its turns
-    assert runner.stats["replies"] == 2 * len(records[2]["turns"])
+    # only the missing item was played: 2 systems x (its turns + its probes)
+    assert runner.stats["replies"] == 2 * (len(records[2]["turns"]) + len(records[2]["probes"]))
     again = Runner(suite, config, copy, settings=settings, progress=False)
     again.run()
     assert again.stats["replies"] == 0 and len(read_results(copy)) == 3

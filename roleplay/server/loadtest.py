@@ -49,6 +49,7 @@ class ClientStats:
     errors: list[str] = field(default_factory=list)
     crossed: list[str] = field(default_factory=list)
     ids: list[str] = field(default_factory=list)
+    unfinished: bool = False
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -162,6 +163,8 @@ def run_clients(base: str, cards: list[Any], *, clients: int, seconds: float, ma
         t.start()
     for t in threads:
         t.join(timeout=max(1.0, stop_all - time.monotonic()))
+    for t, st in zip(threads, stats):
+        st.unfinished = t.is_alive()  # still waiting at the hard limit: not counted as done
     all_ids = [i for st in stats for i in st.ids]
     if len(all_ids) != len(set(all_ids)):
         stats[0].crossed.append("a completion id was seen by two clients")
@@ -175,6 +178,7 @@ def summary(stats: list[ClientStats]) -> dict:
     totals = [t for st in stats for t in st.totals]
     return {"requests": sum(st.done for st in stats), "errors": sum(len(st.errors) for st in stats),
             "crossed": sum(len(st.crossed) for st in stats),
+            "unfinished_at_hard_limit": sum(st.unfinished for st in stats),
             "ttft_p50_s": percentile(ttft, 0.5), "ttft_p95_s": percentile(ttft, 0.95),
             "ttft_model_p50_s": percentile(ttft_model, 0.5), "ttft_model_p95_s": percentile(ttft_model, 0.95),
             "latency_p50_s": percentile(totals, 0.5), "latency_p95_s": percentile(totals, 0.95),
