@@ -128,7 +128,8 @@ def test_story_reuse_keeps_the_start_of_the_previous_block(engine):
                {"role": "assistant", "name": "Sherlock Holmes", "content": "(tunes the violin) Perhaps."}]
     second = "Does music help you think?"
     fresh = engine.prepare("sherlock", history, second, options=EngineOptions(story_reuse=0.0))
-    reused = engine.prepare("sherlock", history, second, options=EngineOptions(story_reuse=1.0))
+    # The refresh path (the sticky block off): the still-candidate start of the old block stays.
+    reused = engine.prepare("sherlock", history, second, options=EngineOptions(story_reuse=1.0, story_keep_margin=None))
     ids1 = [s.id for s in turn1.stories]
     ids_fresh, ids_reused = [s.id for s in fresh.stories], [s.id for s in reused.stories]
     assert ids_fresh[0] != ids1[0], "precondition: the new message retrieves something else first"
@@ -139,16 +140,20 @@ def test_story_reuse_keeps_the_start_of_the_previous_block(engine):
     assert [s.id for s in other.stories] == ids_fresh
 
 
-def test_story_block_stays_on_topic_and_refreshes_on_a_new_one(engine):
+def test_story_block_stays_on_topic_and_refreshes_on_a_new_one(backend, roleplay_home):
     """The sticky block: a follow-up on the same scene keeps last turn's stories byte for
     byte (a stable prompt prefix); a new topic rebuilds the block around the new scene."""
+    budgets = BUDGETS.model_copy(update={"stories": 750})  # a block of several scenes
+    engine = Engine(Settings.from_env(budgets=budgets), backend=backend)
     first = "Why do you play the violin at three in the morning?"
     turn1 = engine.prepare("sherlock", [], first)
     history = [{"role": "user", "name": "Watson", "content": first},
                {"role": "assistant", "name": "Sherlock Holmes", "content": "(lowers the bow) It helps me think."}]
-    same = "Please stop scraping that fiddle in the middle of the night, I cannot sleep."
+    same = "Do you play the violin when you are thinking?"
     turn2 = engine.prepare("sherlock", history, same)
-    assert [s.id for s in turn2.stories] == [s.id for s in turn1.stories]
+    assert len(turn1.stories) > 1 and [s.id for s in turn2.stories] == [s.id for s in turn1.stories]
+    plain2 = engine.prepare("sherlock", history, same, options=EngineOptions(story_reuse=0.0))
+    assert [s.id for s in plain2.stories] != [s.id for s in turn1.stories]  # precondition: retrieval alone moves
     assert turn2.messages[:2] == turn1.messages[:2]  # system + story block identical
     history2 = history + [{"role": "user", "name": "Watson", "content": same},
                           {"role": "assistant", "name": "Sherlock Holmes", "content": "(sighs) Very well."}]
@@ -158,7 +163,7 @@ def test_story_block_stays_on_topic_and_refreshes_on_a_new_one(engine):
     assert [s.id for s in turn3.stories] != [s.id for s in turn2.stories]
     assert fresh.stories[0].id in [s.id for s in turn3.stories]  # the new best scene is in the block
     assert any("afghanistan" in s.text.lower() for s in turn3.stories)
-    assert turn3.parts["stories"] <= BUDGETS.stories
+    assert turn3.parts["stories"] <= budgets.stories
 
 
 def test_keep_block_rule():

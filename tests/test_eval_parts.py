@@ -158,3 +158,12 @@ def test_cli_options_become_a_run_config():
     cfg = build_config(args)
     assert cfg.systems == ["no-retrieval", "plain"] and cfg.judge.method == "json"
     assert cfg.turns == 2 and cfg.mode == "score" and cfg.dimensions == ["fluency", "empathy"]
+
+
+@pytest.mark.parametrize("text", [
+    '{"winner": "A" or "B" or "tie", "reason": "one sentence", "next_user_message":',
+    '{"winner": "<A, B or tie>", "reason": "<one sentence>"',
+    'winner: A or B',
+])
+def test_an_echoed_format_line_is_a_failure_not_a_verdict(text):
+    assert parse_verdict(text) is None

@@ -21,10 +21,12 @@ Trade-offs and safety:
   persona is printed as typed. A user ``template_dir`` renders in Jinja2's
   `SandboxedEnvironment`; anything it does wrong becomes a one-line `ConfigError`.
 - The default order is the one above (the retrieved lines sit next to the persona, as
-  in ChatHaruhi). Stories and memories are retrieved anew for each message, so in that
-  order everything after the system message changes every turn; ``cache_friendly``
-  moves memories, stories and triggered lore after the history instead, and the system
-  message plus the history stay a stable prefix (measured in docs/prompting.md).
+  in ChatHaruhi). To keep that prefix stable the engine reuses the last story block
+  while it is still relevant; here, memories are shown in a fixed order (oldest first)
+  whatever their relevance order, and the history is trimmed in chunks
+  (`history_start`), so its start moves every few turns, not every turn.
+  ``cache_friendly`` instead moves memories, stories and triggered lore after the
+  history (measured in docs/prompting.md).
 - Stories, lore and the instruction are separate system messages rather than being
   folded into the first one: that keeps message 1 byte-identical across turns. Strict
   chat templates that allow a single leading system message must merge them (the

@@ -152,7 +152,9 @@ def _loads_lenient(s: str) -> Any:
         return None
 
 
-_WINNER_RE = re.compile(r"winner\W{0,6}(model[_ ]?)?([AB]|tie)\b", re.IGNORECASE)
+# subtle: the negative lookahead rejects a copied format line ("A" or "B" or "tie"), which
+# small judges often echo instead of answering.
+_WINNER_RE = re.compile(r"winner\W{0,6}(model[_ ]?)?([AB]|tie)\b(?![\"']?\s*(?:or\b|[|/]))", re.IGNORECASE)
 
 
 def parse_verdict(text: str) -> dict | None:
@@ -164,6 +166,8 @@ def parse_verdict(text: str) -> dict | None:
         raw_w = raw_w.removeprefix("model_").removeprefix("model ").removeprefix("reply ")
         winner = {"a": "A", "b": "B", "tie": "tie", "draw": "tie", "equal": "tie"}.get(raw_w)
     if winner is None:
+        if obj is not None:  # an object without a valid winner (e.g. the echoed template)
+            return None
         m = _WINNER_RE.search(text)
         if not m:
             return None
@@ -217,9 +221,8 @@ def pairwise_messages(ctx: Context, reply_a: str, reply_b: str, *, method: Metho
             f"Reply A:\n{_clip(reply_a)}\n\nReply B:\n{_clip(reply_b)}\n\n")
     if method == "json":
         body += ("Answer with one JSON object and nothing else:\n"
-                 '{"winner": "A" or "B" or "tie", "reason": "one sentence", '
-                 f'"next_user_message": "what {ctx.user_name} says next, in the conversation\'s language", '
-                 '"scene_finished": true or false}')
+                 '{"winner": "<A, B or tie>", "reason": "<one sentence>", '
+                 f'"next_user_message": "<what {ctx.user_name} says next>", "scene_finished": <true or false>}}')
         return [{"role": "system", "content": system}, {"role": "user", "content": body},
                 {"role": "assistant", "content": '{"winner": "'}]
     body += "Which reply is better? Answer with the single letter A or B."

@@ -257,7 +257,7 @@ def render_markdown(summary: dict) -> str:
     judge = summary.get("judge_spec") or {}
     lines = [f"# Evaluation report: {summary.get('suite') or 'suite'}", "",
              f"- mode: **{summary['mode']}**, systems: {', '.join(summary['systems'])}",
-             f"- judge: {json.dumps(judge, ensure_ascii=False)}" if judge else "",
+             f"- judge: {json.dumps(judge, ensure_ascii=False)}" if judge else None,
              f"- matches: {summary['matches']} over {summary['items']} items, {summary['turns']} judged turns, "
              f"{summary['finished_early']} scenes finished early",
              f"- user messages by source: {json.dumps(summary.get('user_messages', {}))}",
