@@ -90,7 +90,7 @@ class EngineOptions(BaseModel):
     #: Keep the previous turn's story block unchanged while the fresh best story is in it
     #: or its best story's hybrid score (0–1) for the new conversation is within this
     #: margin of the fresh best's; None rebuilds the block every turn.
-    story_keep_margin: float | None = Field(0.1, ge=0.0, le=1.0)
+    story_keep_margin: float | None = Field(0.15, ge=0.0, le=1.0)
     #: When the history overflows its budget, drop whole oldest turns down to this share
     #: of the budget at once (1.0: only as many as needed), so the prompt prefix after
     #: the history's start breaks every few turns rather than every turn.
