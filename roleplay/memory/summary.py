@@ -1,8 +1,8 @@
 """The rolling story summary: history that falls out of the history budget is folded in.
 
 The composer keeps the newest whole turns that fit the history budget; everything older
-would be forgotten. `history_cut` finds that boundary the same way (newest first, whole
-messages), and `summarise` folds the messages that just fell out into the session's
+would be forgotten. `history_cut` finds that boundary with the composer's own rule (chunked,
+oldest turns first), and `summarise` folds the messages that just fell out into the session's
 summary: with the model (a few tokens, greedy) when one is given, else — or when the
 model returns nothing usable — extractively (the first sentence of each message with its
 speaker). Either way the result is cut to the summary budget, oldest sentences first,
@@ -24,14 +24,16 @@ SUMMARY_PROMPT = (
 
 
 def history_cut(texts: list[str], budget_tokens: int, *, count_tokens: Callable[[str], int] | None = None) -> int:
-    """Index of the oldest message kept when the newest whole messages fill the budget."""
+    """Index of the oldest message the composer keeps in the history window.
+
+    Uses the composer's own chunked trimming rule (`history_start`), so the summary folds in
+    exactly the messages that leave the prompt, and only every few turns: the summary sits
+    in the system message, and changing it every turn would break the cached prompt prefix.
+    """
+    from ..compose.composer import history_start
+
     count = count_tokens or approx_tokens
-    used = 0
-    for i in range(len(texts) - 1, -1, -1):
-        used += count(texts[i]) + 4  # role/name framing of one chat message
-        if used > budget_tokens:
-            return i + 1
-    return 0
+    return history_start([count(t) + 4 for t in texts], budget_tokens)  # +4: role/name framing
 
 
 _SENTENCE = re.compile(r"(.+?[.!?。！？…](?:[\"”」』)）])?)(?:\s|$)", re.S)
