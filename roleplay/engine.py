@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .cards import macros
 from .cards.schema import Character
 from .config import Settings
 from .errors import ConfigError
@@ -293,6 +294,8 @@ class Engine:
         if not options.plain and options.stage_mode != "off":
             note = self.director.direct(card, user_text or conversation[-1], stories,
                                         previous=last_note(history, card))
+            # Palette notes may name {{user}}/{{char}}: the prefill is card text too.
+            note.note = macros.expand(note.note, char=card.name, user=user_name)
         timings["stage_ms"] = _ms(start)
 
         start = time.perf_counter()

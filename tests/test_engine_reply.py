@@ -177,3 +177,15 @@ def test_keep_block_rule():
     assert not keep_block(block, [S(id="c", score=1.0), S(id="a", score=0.8)], 0.15)  # fell behind
     assert not keep_block(block, [S(id="c", score=1.0), S(id="d", score=0.99)], 0.15)  # none left
     assert not keep_block([], [S(id="c", score=1.0)], 0.15) and not keep_block(block, [], 0.15)
+
+
+def test_stage_note_macros_are_expanded(backend, roleplay_home):
+    """A palette note naming {{user}} reaches the prompt with the user's name in it."""
+    from roleplay.cards import get_card
+    from roleplay.engine import Engine
+
+    card = get_card("ada")
+    card.emotions = {k: ["(points a screwdriver at {{user}})"] for k in card.emotions}
+    prompt = Engine(backend=backend).prepare(card, [], "You are brilliant!", user_name="Lin")
+    assert prompt.note is not None and prompt.note.note == "(points a screwdriver at Lin)"
+    assert "{{user}}" not in prompt.prefill and "Lin" in prompt.prefill
