@@ -71,8 +71,12 @@ def owns_note(card: Any, note: str) -> bool:
     inner = _bare(note)
     if not inner:
         return True
+    from ..cards import macros
+
     palette = [n for notes in card.emotions.values() for n in notes]
     corpus = "\n".join(palette + [text for _label, text in card.all_stories()])
+    # The engine expands {{user}}/{{char}} in notes; compare against the expanded card text.
+    corpus = macros.expand(corpus, char=card.name, user=card.user_name)
     return inner in corpus
 
 
