@@ -99,14 +99,15 @@ def run(name: str, *, clients: int, seconds: float, max_tokens: int, baseline_re
     }
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--clients", type=int, default=8)
-    ap.add_argument("--seconds", type=float, default=30.0)
+def main(name: str = "serve", *, clients: int = 8, seconds: float = 30.0, description: str = "") -> int:
+    """Parse the shared options (defaults per bench), run the load test, print one JSON line."""
+    ap = argparse.ArgumentParser(description=description or __doc__.splitlines()[0])
+    ap.add_argument("--clients", type=int, default=clients)
+    ap.add_argument("--seconds", type=float, default=seconds)
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--baseline-requests", type=int, default=3)
     a = ap.parse_args()
-    result = run("serve", clients=a.clients, seconds=a.seconds, max_tokens=a.max_tokens,
+    result = run(name, clients=a.clients, seconds=a.seconds, max_tokens=a.max_tokens,
                  baseline_requests=a.baseline_requests)
     print(json.dumps(result, ensure_ascii=False))
     return 0 if result["errors"] == 0 and result["crossed"] == 0 else 1

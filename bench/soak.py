@@ -11,27 +11,11 @@ single-client baseline, and RSS growth.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve import run  # noqa: E402  (the shared harness lives beside this script)
-
-
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--clients", type=int, default=16)
-    ap.add_argument("--seconds", type=float, default=60.0)
-    ap.add_argument("--max-tokens", type=int, default=16)
-    ap.add_argument("--baseline-requests", type=int, default=3)
-    a = ap.parse_args()
-    result = run("soak", clients=a.clients, seconds=a.seconds, max_tokens=a.max_tokens,
-                 baseline_requests=a.baseline_requests)
-    print(json.dumps(result, ensure_ascii=False))
-    return 0 if result["errors"] == 0 and result["crossed"] == 0 else 1
-
+from serve import main  # noqa: E402  (the shared harness lives beside this script)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main("soak", clients=16, seconds=60.0, description=__doc__.splitlines()[0]))

@@ -5,7 +5,6 @@ are small and replies a few tokens so the module stays quick on two CPU cores.
 """
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -13,13 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from support import free_port
+
 API_KEY = "sk-test-key"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def small_settings(home):

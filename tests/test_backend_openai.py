@@ -11,11 +11,12 @@ unknown fields with HTTP 400, as OpenAI's own API does.
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 
 import pytest
+
+from support import free_port
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
@@ -72,12 +73,6 @@ def make_standin_app(backend, *, strict: bool):
         return StreamingResponse(events(), media_type="text/event-stream")
 
     return app
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def serve(app):

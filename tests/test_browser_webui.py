@@ -9,12 +9,12 @@ goes to the ``artifacts_dir`` (CI prints its path).
 from __future__ import annotations
 
 import shutil
-import socket
 import time
 from pathlib import Path
 
 import pytest
 
+from support import running_webui
 from test_webui_endpoints import write_hostile_card
 
 CHROMIUM = "/usr/bin/chromium"
@@ -28,27 +28,12 @@ pytestmark = [pytest.mark.browser,
                                  reason="Debian chromium is not installed (make browser)")]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory, backend):
-    from roleplay.config import Budgets, Settings
-    from roleplay.engine import Engine
-    from webui.app import build_app, launch
-
     home = tmp_path_factory.mktemp("browser-home")
     write_hostile_card(home)
-    settings = Settings.from_env(home=home, budgets=Budgets(stories=120, lorebook=60, memories=40,
-                                                             history=120, summary=40))
-    demo = build_app(Engine(settings, backend=backend))
-    port = free_port()
-    launch(demo, port=port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/", home
-    demo.close()
+    with running_webui(home, backend) as (url, _settings):
+        yield url, home
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -11,6 +10,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from support import free_port
 
 from roleplay.cards.schema import Character
 from roleplay.cli import main
@@ -23,12 +24,6 @@ CARD = Character(id="faulty", name="Faulty", stories=[
     "Faulty:「(hums) The lighthouse keeper feeds the gulls at dawn.」",
     "Faulty:「(frowns) Never trust a map drawn in pencil.」",
 ])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_unreachable_server_is_one_store_error(roleplay_home, capsys):

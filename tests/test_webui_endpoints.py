@@ -7,18 +7,13 @@ chat's session id (a ``gr.State``) carries across calls like in a browser tab.
 from __future__ import annotations
 
 import re
-import socket
 import textwrap
 
 import pytest
 
+from support import running_webui
+
 HOSTILE = "<img src=x onerror=alert(1)>"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_hostile_card(home) -> None:
@@ -38,19 +33,10 @@ def write_hostile_card(home) -> None:
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory, backend):
     """The launched app's URL and engine settings (module-scoped: one app for all tests)."""
-    from roleplay.config import Budgets, Settings
-    from roleplay.engine import Engine
-    from webui.app import build_app, launch
-
     home = tmp_path_factory.mktemp("webui-home")
     write_hostile_card(home)
-    settings = Settings.from_env(home=home, budgets=Budgets(stories=120, lorebook=60, memories=40,
-                                                             history=120, summary=40))
-    demo = build_app(Engine(settings, backend=backend))
-    port = free_port()
-    launch(demo, port=port, prevent_thread_lock=True, quiet=True)
-    yield {"url": f"http://127.0.0.1:{port}/", "settings": settings}
-    demo.close()
+    with running_webui(home, backend) as (url, settings):
+        yield {"url": url, "settings": settings}
 
 
 @pytest.fixture
