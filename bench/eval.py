@@ -3,15 +3,18 @@
 Prints ONE JSON line. Two measurements in the same run, on the default backend (the CPU
 SmolLM2-135M model unless ROLEPLAY_BACKEND/ROLEPLAY_MODEL say otherwise):
 
-1. throughput: the same ``--batch`` engine-composed prompts (the bundled suite's first
-   turns, full engine) generated one at a time with ``Backend.generate`` and then together
-   with ``Backend.generate_batch``; greedy, ``--max-tokens`` new tokens each. Reports
-   completion tokens per second for both and their ratio (target ≥3× at batch 8).
+1. throughput: the first ``--batch`` items of the bundled suite played for ``--turns``
+   turns (engine-composed prompts, fixed follow-up messages), once one request at a time
+   (``Backend.generate``) and once a turn at a time (``Backend.generate_batch``); greedy,
+   ``--max-tokens`` new tokens per reply, kept caches cleared before each way. Reports
+   completion tokens per second for both and their ratio (target ≥3× at batch 8), also
+   for the first turn alone (cold prompts) and the later turns (continuing chats), and
+   for the items' first messages alone as ~20-token prompts (decoding-bound reference).
 2. suite: ``roleplay eval bundled`` end to end (engine vs plain, pairwise, logprob judge)
-   with ``--turns`` turns and ``--max-tokens`` per reply, into ``--out`` (resumable; the
-   folder is wiped first so the time is a cold run on a loaded model).
+   with ``--suite-turns`` turns and ``--max-tokens`` per reply, into ``--out`` (the folder
+   is wiped first so the time is a cold run on a loaded model).
 
-Usage: ``python bench/eval.py [--batch 8] [--max-tokens 32] [--turns 2] [--skip-suite]``
+Usage: ``python bench/eval.py [--batch 8] [--max-tokens 120] [--turns 3] [--suite-turns 1] [--skip-suite]``
 """
 from __future__ import annotations
 
@@ -30,11 +33,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 
+#: The user's next messages after the first (fixed, so both ways do the same work).
+FOLLOW_UP = {"en": ["Go on, tell me more.", "And what would you do next?"],
+             "zh": ["请接着说下去。", "那你接下来打算怎么办？"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--max-tokens", type=int, default=32)
-    ap.add_argument("--turns", type=int, default=2)
+    ap.add_argument("--max-tokens", type=int, default=120, help="new tokens per reply (the eval runner's default)")
+    ap.add_argument("--turns", type=int, default=3)
+    ap.add_argument("--suite-turns", type=int, default=1)
     ap.add_argument("--method", choices=["json", "logprob"], default="logprob")
     ap.add_argument("--out", default=str(REPO / "runs" / "bench-bundled"))
     ap.add_argument("--skip-suite", action="store_true")
@@ -58,40 +67,75 @@ def main() -> None:
     backend = get_backend(settings)
     engine = Engine(settings, backend=backend)
     suite = load_suite("bundled")
-    prompts = []
-    for item in suite.items[: args.batch]:
-        card = item_character(item, settings)
-        opening = item_opening(item, card)
-        history = [{"role": "assistant", "name": card.name, "content": opening}] if opening else []
-        prompts.append(engine.prepare(card, history, item.first_message or "Hello.",
-                                      user_name=item.user_name, options=EngineOptions()).messages)
+    items = suite.items[: args.batch]
+    cards = [item_character(item, settings) for item in items]
     # subtle: min_tokens is not a SamplingParams field, so outputs may stop early at EOS;
     # we count the tokens actually generated, for both ways, so the ratio stays fair.
     params = SamplingParams(max_tokens=args.max_tokens, temperature=0.0, repetition_penalty=1.0)
-    backend.generate(prompts[0], SamplingParams(max_tokens=4, temperature=0.0))  # warm-up
-    load_s = time.perf_counter() - t0
 
+    def workload(batched: bool) -> dict:
+        """``--turns`` turns of the first ``--batch`` items, from cold kept caches."""
+        backend.clear_kv_cache()  # neither way may reuse the other's prompts
+        histories = []
+        for item, card in zip(items, cards):
+            opening = item_opening(item, card)
+            histories.append([{"role": "assistant", "name": card.name, "content": opening}] if opening else [])
+        users = [item.first_message or "Hello." for item in items]
+        turns, replies, prompt_tokens = [], [], []
+        for turn in range(args.turns):
+            prompts = [engine.prepare(card, hist, user, user_name=item.user_name, options=EngineOptions()).messages
+                       for item, card, hist, user in zip(items, cards, histories, users)]
+            prompt_tokens += [len(backend.prompt_ids(p)) for p in prompts]
+            t = time.perf_counter()
+            outs = backend.generate_batch(prompts, params) if batched else [backend.generate(p, params)
+                                                                            for p in prompts]
+            turns.append({"s": time.perf_counter() - t, "tokens": sum(backend.count_tokens(o) for o in outs)})
+            replies += outs
+            for k, (card, out) in enumerate(zip(cards, outs)):
+                histories[k] = histories[k] + [{"role": "user", "content": users[k]},
+                                               {"role": "assistant", "name": card.name, "content": out}]
+                users[k] = FOLLOW_UP.get(card.language, FOLLOW_UP["en"])[turn % 2]
+        return {"turns": turns, "replies": replies, "prompt_tokens": prompt_tokens}
+
+    backend.generate([{"role": "user", "content": "Hello."}], SamplingParams(max_tokens=4, temperature=0))  # warm-up
+    load_s = time.perf_counter() - t0
+    seq, bat = workload(batched=False), workload(batched=True)
+
+    def rate(run: dict, turns: slice) -> float:
+        chosen = run["turns"][turns]
+        return sum(t["tokens"] for t in chosen) / sum(t["s"] for t in chosen)
+
+    # Decoding-bound reference: the same items' first user messages alone (~20-token prompts).
+    short = [[{"role": "user", "content": item.first_message or "Hello."}] for item in items]
+    backend.clear_kv_cache()
     t = time.perf_counter()
-    seq_out = [backend.generate(p, params) for p in prompts]
-    seq_s = time.perf_counter() - t
+    short_seq = [backend.generate(p, params) for p in short]
+    short_seq_s = time.perf_counter() - t
+    backend.clear_kv_cache()
     t = time.perf_counter()
-    bat_out = backend.generate_batch(prompts, params)
-    bat_s = time.perf_counter() - t
-    seq_tok = sum(backend.count_tokens(o) for o in seq_out)
-    bat_tok = sum(backend.count_tokens(o) for o in bat_out)
+    short_bat = backend.generate_batch(short, params)
+    short_bat_s = time.perf_counter() - t
+    short_speedup = (sum(map(backend.count_tokens, short_bat)) / short_bat_s) / \
+        (sum(map(backend.count_tokens, short_seq)) / short_seq_s)
+
     result = {
-        "bench": "eval", "backend": backend.name, "model": backend.model_name, "batch": len(prompts),
-        "max_tokens": args.max_tokens, "budget": args.budget, "load_s": round(load_s, 2),
-        "prompt_tokens_mean": round(sum(backend.count_tokens(backend.render(p)) for p in prompts) / len(prompts)),
-        "sequential_s": round(seq_s, 2), "sequential_tok_s": round(seq_tok / seq_s, 2),
-        "batched_s": round(bat_s, 2), "batched_tok_s": round(bat_tok / bat_s, 2),
-        "speedup": round((bat_tok / bat_s) / (seq_tok / seq_s), 2),
+        "bench": "eval", "backend": backend.name, "model": backend.model_name, "batch": len(items),
+        "max_tokens": args.max_tokens, "turns": args.turns, "budget": args.budget, "load_s": round(load_s, 2),
+        "prompt_tokens_mean": round(sum(seq["prompt_tokens"]) / len(seq["prompt_tokens"])),
+        "sequential_s": round(sum(t["s"] for t in seq["turns"]), 2), "sequential_tok_s": round(rate(seq, slice(None)), 2),
+        "batched_s": round(sum(t["s"] for t in bat["turns"]), 2), "batched_tok_s": round(rate(bat, slice(None)), 2),
+        "speedup": round(rate(bat, slice(None)) / rate(seq, slice(None)), 2),
+        "speedup_first_turn": round(rate(bat, slice(0, 1)) / rate(seq, slice(0, 1)), 2),
+        "speedup_later_turns": (round(rate(bat, slice(1, None)) / rate(seq, slice(1, None)), 2)
+                                if args.turns > 1 else None),
+        "speedup_short_prompts": round(short_speedup, 2),
+        "same_replies": round(sum(a == b for a, b in zip(seq["replies"], bat["replies"])) / len(seq["replies"]), 3),
         "cpu_count": os.cpu_count(),
     }
     if not args.skip_suite:
         out = Path(args.out)
         shutil.rmtree(out, ignore_errors=True)
-        cfg = RunConfig(turns=args.turns, max_tokens=args.max_tokens, batch_size=args.batch,
+        cfg = RunConfig(turns=args.suite_turns, max_tokens=args.max_tokens, batch_size=args.batch,
                         judge={"method": args.method})
         t = time.perf_counter()
         run_eval(suite, cfg, out, settings=settings, progress=False)
@@ -99,7 +143,7 @@ def main() -> None:
         records = read_results(out)
         summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
         comp = (summary.get("comparisons") or [{}])[0]
-        result.update({"suite": "bundled", "suite_items": len(records), "suite_turns_per_item": args.turns,
+        result.update({"suite": "bundled", "suite_items": len(records), "suite_turns_per_item": args.suite_turns,
                        "suite_judge": args.method, "suite_wall_s": round(wall, 1),
                        "suite_turns_judged": summary.get("turns"),
                        "suite_s_per_turn": round(wall / max(1, summary.get("turns") or 1), 2),

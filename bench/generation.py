@@ -102,15 +102,6 @@ def throughput(backend, messages, *, tokens: int, repeats: int) -> dict:
             "raw_tok_s": round(r, 2), "ratio": round(e / r, 3)}
 
 
-def shared_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 def chat_figures(engine, card, *, reply_tokens: int) -> dict:
     """Overhead p50 and prefix stability over a 10-turn chat with real (short) replies.
 
@@ -119,6 +110,7 @@ def chat_figures(engine, card, *, reply_tokens: int) -> dict:
     """
     from roleplay.backends import SamplingParams
     from roleplay.engine import EngineOptions
+    from roleplay.backends.kv import common_prefix
 
     backend = engine.backend
     params = SamplingParams(max_tokens=reply_tokens, temperature=0)
@@ -147,7 +139,7 @@ def chat_figures(engine, card, *, reply_tokens: int) -> dict:
     plain_prompts = [backend.prompt_ids(p.messages) for p in plain]
 
     def stability(ids: list[list[int]]) -> list[float]:
-        return [shared_prefix(prev, cur) / len(cur) for prev, cur in zip(ids, ids[1:])]
+        return [common_prefix(prev, cur) / len(cur) for prev, cur in zip(ids, ids[1:])]
 
     shares, friendly_shares, plain_shares = stability(prompts), stability(friendly_prompts), stability(plain_prompts)
     top1 = [bool(p.stories) and p.stories[0].id in set(ids) for p, ids in zip(plain, blocks)]

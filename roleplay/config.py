@@ -46,6 +46,8 @@ class Settings(BaseModel):
     #: "use" (multilingual USE v3, bundled) or a sentence-transformers model folder.
     embedder: str = "use"
     device: str = "auto"
+    #: Memory for kept KV caches of recent prompts (transformers backend), in MiB; 0 = off.
+    kv_cache_mb: int = Field(1024, ge=0)
     #: OpenAI-compatible server for the ``openai`` backend.
     openai_base_url: str | None = None
     openai_api_key: str | None = None
@@ -64,7 +66,8 @@ class Settings(BaseModel):
                          ("backend", "ROLEPLAY_BACKEND"), ("model", "ROLEPLAY_MODEL"),
                          ("embedder", "ROLEPLAY_EMBEDDER"), ("device", "ROLEPLAY_DEVICE"),
                          ("openai_base_url", "ROLEPLAY_OPENAI_BASE_URL"),
-                         ("openai_api_key", "ROLEPLAY_OPENAI_API_KEY")]:
+                         ("openai_api_key", "ROLEPLAY_OPENAI_API_KEY"),
+                         ("kv_cache_mb", "ROLEPLAY_KV_CACHE_MB")]:
             if env.get(var):
                 values[key] = env[var]
         values.update({k: v for k, v in overrides.items() if v is not None})
