@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,3 +34,20 @@ def running_webui(home: Path, backend) -> Iterator[tuple[str, object]]:
         yield f"http://127.0.0.1:{port}/", settings
     finally:
         demo.close()
+
+
+#: Debian's chromium, driven by Playwright in the browser tests.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def wait_for(page, predicate, *, timeout_ms: int, what: str):
+    """Poll ``predicate()`` until truthy; returns its value (fails naming ``what``)."""
+    deadline = time.time() + timeout_ms / 1000
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        page.wait_for_timeout(150)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -9,17 +9,13 @@ goes to the ``artifacts_dir`` (CI prints its path).
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
 import pytest
 
-from support import running_webui
+from support import CHROMIUM, CHROMIUM_ARGS as ARGS, running_webui, wait_for
 from test_webui_endpoints import write_hostile_card
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 #: Generation on a shared 2-core CPU can take a while; UI steps are fast.
 SLOW_MS = 420_000
 
@@ -63,15 +59,6 @@ def pick(page, caption: str) -> None:
     page.locator("#chat-gallery .thumbnail-item", has_text=caption).first.click()
 
 
-def wait_for(page, predicate, *, timeout_ms: int, what: str):
-    """Poll ``predicate()`` until truthy; returns its value (fails naming ``what``)."""
-    deadline = time.time() + timeout_ms / 1000
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        page.wait_for_timeout(150)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_chat_swipes_escaping_and_author_flow(page, app_url, artifacts_dir):

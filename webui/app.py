@@ -44,14 +44,22 @@ def build_app(engine: "Engine") -> "gr.Blocks":
     with gr.Blocks(title="roleplay") as demo:
         gr.Markdown("## roleplay — chat with characters")
         with gr.Tabs():
-            with gr.Tab("Chat", id="chat"):
-                chat_tab.build(engine)
+            with gr.Tab("Chat", id="chat") as chat:
+                chat_refresh = chat_tab.build(engine)
             with gr.Tab("Author", id="author"):
                 author_tab.build(engine)
-            with gr.Tab("Memory", id="memory"):
-                memory_tab.build(engine)
+            with gr.Tab("Memory", id="memory") as memory:
+                memory_refresh = memory_tab.build(engine)
             with gr.Tab("Eval", id="eval"):
                 eval_tab.build(engine)
+        # Card lists are re-read on page load and when their tab is opened: a card imported
+        # or saved in the Author tab appears without restarting the server.
+        for tab, (fn, outputs), name in [(chat, chat_refresh, "chat"), (memory, memory_refresh, "memory")]:
+            demo.load(fn, None, outputs, api_name=f"{name}_cards_on_load")
+            tab.select(fn, None, outputs, api_name=f"{name}_cards_on_open")
+    # Files the UI hands out (card exports) are written under the home folder; Gradio only
+    # serves folders it is told about, so `launch` allows exactly this one.
+    demo.roleplay_file_dirs = [str(engine.settings.home / "exports")]
     return demo
 
 
@@ -63,4 +71,5 @@ def launch(demo: "gr.Blocks", *, host: str = "127.0.0.1", port: int | None = Non
     demo.queue(default_concurrency_limit=4)
     return demo.launch(server_name=host, server_port=port, share=share, auth=auth or None,
                        max_file_size=max_file_size, prevent_thread_lock=prevent_thread_lock,
+                       allowed_paths=getattr(demo, "roleplay_file_dirs", None),
                        show_error=True, quiet=quiet, css=CSS, footer_links=["api"])

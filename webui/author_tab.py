@@ -216,9 +216,10 @@ def build(engine: "Engine") -> None:
                 upload = gr.File(label="Import a ChatHaruhi zip, a V1/V2/V3 JSON or PNG card, or a YAML card",
                                  file_types=[".zip", ".json", ".png", ".yaml", ".yml"], type="filepath",
                                  elem_id="author-upload")
-                export_fmt = gr.Dropdown(choices=EXPORT_FORMATS, value="V2 PNG", label="Export as")
-                export_btn = gr.Button("Export", size="sm")
-                export_file = gr.File(label="Exported card", interactive=False)
+                export_fmt = gr.Dropdown(choices=EXPORT_FORMATS, value="V2 PNG", label="Export as",
+                                         elem_id="author-export-format")
+                export_btn = gr.Button("Export", size="sm", elem_id="author-export")
+                export_file = gr.File(label="Exported card", interactive=False, elem_id="author-export-file")
 
     def field_updates(err: CardError | None) -> list:
         """Inline errors: the form field named by ``err`` turns red with the reason."""
@@ -359,17 +360,24 @@ def build(engine: "Engine") -> None:
                               {"role": "assistant", "name": card.name, "content": final}]
         yield [{"role": h["role"], "content": html.text(h["content"])} for h in new_hist], new_hist, ""
 
+    status_at = len(fields) + 3  # where `status` sits in load_outputs
+
     def import_upload(path: str | None):
+        """Import, then open the imported card in the editor (as picking it would)."""
+        unchanged = [gr.update()] * len(load_outputs)
         if not path:
-            return gr.update(), "Choose a file to import."
+            unchanged[status_at] = "Choose a file to import."
+            return [gr.update(), *unchanged]
         try:
             from roleplay.cards.importer import import_card
 
             card = import_card(Path(path), out_dir=engine.settings.user_characters).card
         except RoleplayError as exc:
-            return gr.update(), f"<span class='error-text'>⚠ Import failed: {html.text(exc)}</span>"
-        return (gr.update(choices=card_choices(), value=card.id),
-                f"Imported **{html.text(card.name)}** as `{html.text(card.id)}`.")
+            unchanged[status_at] = f"<span class='error-text'>⚠ Import failed: {html.text(exc)}</span>"
+            return [gr.update(), *unchanged]
+        loaded = load(card.id)
+        loaded[status_at] = f"Imported **{html.text(card.name)}** as `{html.text(card.id)}`."
+        return [gr.update(choices=card_choices(), value=card.id), *loaded]
 
     def export(yaml_text: str, source: str | None, fmt: str, *values: str):
         try:
@@ -397,7 +405,7 @@ def build(engine: "Engine") -> None:
     preview_btn.click(preview, [yaml_code, src, test_msg, *fields], [preview_md], api_name="author_preview")
     side_msg.submit(side_send, [yaml_code, src, side_hist, side_msg, *fields], [side_chat, side_hist, side_msg],
                     api_name="author_try")
-    upload.upload(import_upload, [upload], [card_dd, status], api_name="author_import")
+    upload.upload(import_upload, [upload], [card_dd, *load_outputs], api_name="author_import")
     export_btn.click(export, [yaml_code, src, export_fmt, *fields], [export_file, status], api_name="author_export")
 
 

@@ -134,8 +134,12 @@ def _last_assistant(session: Any) -> Any:
 
 # -- the tab -----------------------------------------------------------------------------
 
-def build(engine: "Engine") -> None:
-    """Lay out the Chat tab inside the current Blocks context and wire its events."""
+def build(engine: "Engine") -> tuple:
+    """Lay out the Chat tab inside the current Blocks context and wire its events.
+
+    Returns ``(refresh, outputs)``: the app calls it on page load and when the tab is
+    opened, so cards imported or saved in the Author tab show up without a restart.
+    """
     from roleplay.errors import RoleplayError
 
     from .app import backend_label
@@ -150,6 +154,7 @@ def build(engine: "Engine") -> None:
             gallery = gr.Gallery(value=items, label="Characters", columns=2, height=300, allow_preview=False,
                                  object_fit="cover", elem_id="chat-gallery", interactive=False)
             char_id = gr.Dropdown(choices=ids, value=None, label="Character", elem_id="chat-character")
+            card_ids = gr.State(ids)  # the gallery's order, for mapping a click to a card
             if load_errors:
                 gr.Markdown("Cards that failed to load:\n" + "\n".join(f"- {html.inline(e, limit=300)}"
                                                                           for e in load_errors))
@@ -171,7 +176,7 @@ def build(engine: "Engine") -> None:
                 with gr.Row():
                     new_btn = gr.Button("New chat", size="sm")
                     resume_btn = gr.Button("Resume", size="sm")
-                    fork_btn = gr.Button("Fork at selected", size="sm")
+                    fork_btn = gr.Button("Fork at selected", size="sm", elem_id="chat-fork")
             gr.Markdown(backend_label(engine), elem_id="chat-backend")
         with gr.Column(scale=3):
             chatbot = gr.Chatbot(value=[], label="Chat", height=480, elem_id="chatbot",
@@ -218,8 +223,12 @@ def build(engine: "Engine") -> None:
         # tags go in code spans (html.badge), which Markdown always shows literally
         return f"### {html.text(card.name)}\n" + " ".join(html.badge(t) for t in card.tags)
 
-    def pick(evt: gr.SelectData) -> str | None:
-        return ids[evt.index] if evt.index is not None and evt.index < len(ids) else None
+    def pick(shown: list[str], evt: gr.SelectData) -> str | None:
+        return shown[evt.index] if evt.index is not None and evt.index < len(shown) else None
+
+    def refresh_cards():
+        new_items, new_ids, _errors = cards_view.gallery_items(engine.settings)
+        return new_items, gr.update(choices=new_ids), new_ids
 
     def new_chat(card_id: str | None, name: str, persona_text: str):
         from roleplay.sessions import Session
@@ -368,7 +377,7 @@ def build(engine: "Engine") -> None:
             return gr.update(), gr.update(), gr.update(), gr.update(), error_md(exc), gr.update()
 
     sampling_inputs = [temperature, top_p, max_tokens, seed]
-    gallery.select(pick, None, char_id, api_name="pick_character")
+    gallery.select(pick, [card_ids], char_id, api_name="pick_character")
     char_id.change(new_chat, [char_id, user_name, persona], new_outputs, api_name="new_chat")
     new_btn.click(new_chat, [char_id, user_name, persona], new_outputs, api_name="new_chat_button")
     # the Chatbot's own trash button starts a fresh chat (the old one stays saved)
@@ -387,3 +396,4 @@ def build(engine: "Engine") -> None:
                    api_name="fork")
     resume_btn.click(resume, [sessions_dd], [sid, chatbot, emotion_img, emotion_md, status, char_info],
                      api_name="resume")
+    return refresh_cards, [gallery, char_id, card_ids]

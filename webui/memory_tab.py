@@ -21,8 +21,11 @@ def rows(memories: list[Any]) -> list[list[str]]:
     return [[m.id, m.text, m.slot, m.source] for m in memories]
 
 
-def build(engine: "Engine") -> None:
-    """Lay out the Memory tab inside the current Blocks context and wire its events."""
+def build(engine: "Engine") -> tuple:
+    """Lay out the Memory tab inside the current Blocks context and wire its events.
+
+    Returns ``(refresh, outputs)`` for the card list, like the Chat tab.
+    """
     from roleplay.cards.library import list_card_paths
     from roleplay.errors import RoleplayError
     from roleplay.memory import default_user, get_store
@@ -38,8 +41,8 @@ def build(engine: "Engine") -> None:
     text = gr.Textbox(label="Memory text (edit the selected one, or write a new one)", lines=2,
                       elem_id="memory-text")
     with gr.Row():
-        add_btn = gr.Button("Add as new", size="sm")
-        edit_btn = gr.Button("Save edit", size="sm")
+        add_btn = gr.Button("Add as new", size="sm", elem_id="memory-add")
+        edit_btn = gr.Button("Save edit", size="sm", elem_id="memory-save-edit")
         forget_btn = gr.Button("Forget selected", size="sm", variant="stop")
         clear_btn = gr.Button("Forget all for this user and character", size="sm", variant="stop")
     status = gr.Markdown("", elem_id="memory-status")
@@ -107,3 +110,8 @@ def build(engine: "Engine") -> None:
     edit_btn.click(edit, [user, character, selected, text], [table, status], api_name="memory_edit")
     forget_btn.click(forget, [user, character, selected], [table, status], api_name="memory_forget")
     clear_btn.click(clear, [user, character], [table, status], api_name="memory_clear")
+
+    def refresh_cards():
+        return gr.update(choices=sorted(list_card_paths(engine.settings)))
+
+    return refresh_cards, [character]
