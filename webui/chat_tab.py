@@ -216,7 +216,8 @@ def build(engine: "Engine") -> tuple:
 
         if not card_id:
             return []
-        return [(f"{s['title'] or s['id']} · {s['messages']} messages ({s['id']})", s["id"])
+        return [(f"{s['title'] or s['id']} · {s['messages']} message{'' if s['messages'] == 1 else 's'} ({s['id']})",
+                 s["id"])
                 for s in Session.list(engine, character=card_id, limit=50)]
 
     def card_info(card: Any) -> str:
