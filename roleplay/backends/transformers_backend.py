@@ -11,14 +11,12 @@ How it works, and the trade-offs:
   the generation at the next token through a stopping criterion.
 - Every model call runs on one dedicated worker thread, one at a time: the model and the
   reusable KV cache are shared state, and on two CPU cores parallel generations only slow
-  each other down (throughput under load comes from `generate_batch`: real batching, left
-  padding). Blocking, streaming, batch and scoring calls share that one queue, so callers
+  each other down (throughput under load comes from `generate_batch`, below). Blocking, streaming, batch and scoring calls share that one queue, so callers
   from many threads (the API server, the web UI) never need a lock of their own.
 - CPU kernels (`cpu_kernels`): oneDNN linear layers and grouped-query attention without
   repeated key/value heads; together they halve prefill and make a decoding step for
   eight rows cost about twice one row's.
 - KV caches (`kv`): caches grow into spare capacity instead of being copied each token,
-  grouped-query attention on the CPU reads shared key/value heads without repeating them,
   and a `kv.PrefixStore` keeps the caches of recent prompts (``kv_cache_mb``, LRU). Any
   prompt — a chat's next turn, a judge prompt asked in both orders, a batch row — starts
   from the longest stored prefix and computes only the new tokens. Greedy output is
