@@ -10,9 +10,10 @@ How it works, and the trade-offs:
   the caller iterates. Leaving the iterator early (``break``, a closed HTTP stream) cancels
   the generation at the next token through a stopping criterion.
 - Every model call runs on one dedicated worker thread, one at a time: the model and the
-  reusable KV cache are shared state, and on two CPU cores parallel generations only slow
-  each other down (throughput under load comes from `generate_batch`, below). Blocking, streaming, batch and scoring calls share that one queue, so callers
-  from many threads (the API server, the web UI) never need a lock of their own.
+  kept KV caches are shared state, and on two CPU cores parallel generations only slow
+  each other down (throughput under load comes from `generate_batch`, below). Blocking,
+  streaming, batch and scoring calls share that one queue, so callers from many threads
+  (the API server, the web UI) never need a lock of their own.
 - CPU kernels (`cpu_kernels`): oneDNN linear layers and grouped-query attention without
   repeated key/value heads; together they halve prefill and make a decoding step for
   eight rows cost about twice one row's.
