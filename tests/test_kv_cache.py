@@ -91,6 +91,9 @@ def test_prefix_store_longest_match_supersedes_and_evicts_by_bytes(backend):
     assert store.nbytes <= store.max_bytes
     store.put([1] * 40, _filled(config, 400))  # bigger than the whole budget: not kept
     assert store.match([1] * 40)[1] == 0
+    short = kv.PrefixStore(max_bytes=10 * one, min_tokens=16)
+    short.put([3] * 8, _filled(config, 8))  # too short for any prompt to reuse: not kept
+    assert len(short) == 0
 
 
 def test_next_turn_reuses_its_own_chat_after_another_chat(fresh):

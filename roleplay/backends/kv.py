@@ -150,10 +150,14 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 
 
 class PrefixStore:
-    """Kept single-row caches keyed by the token ids they hold; LRU within ``max_bytes``."""
+    """Kept single-row caches keyed by the token ids they hold; LRU within ``max_bytes``.
 
-    def __init__(self, max_bytes: int) -> None:
+    Caches shorter than ``min_tokens`` are not kept: no prompt would reuse them.
+    """
+
+    def __init__(self, max_bytes: int, min_tokens: int = 0) -> None:
         self.max_bytes = max_bytes
+        self.min_tokens = min_tokens
         self._entries: OrderedDict[int, tuple[list[int], DynamicCache, int]] = OrderedDict()
         self._next = 0
 
@@ -186,7 +190,7 @@ class PrefixStore:
     def put(self, ids: list[int], cache: DynamicCache) -> None:
         """Keep ``cache`` (holding exactly ``ids``); entries it extends are dropped as superseded."""
         size = cache_nbytes(cache)
-        if not ids or size > self.max_bytes:
+        if not ids or len(ids) < self.min_tokens or size > self.max_bytes:
             return
         for key in [k for k, (held, _, _) in self._entries.items()
                     if len(held) <= len(ids) and ids[:len(held)] == held]:

@@ -120,7 +120,7 @@ class TransformersBackend(Backend):
         cpu_kernels.use_onednn_linear(self.model)
         #: Our own caches work for plain full-attention models; others use transformers' caches.
         self.own_cache = kv.growing_cache(self.model.config) is not None
-        self._store = kv.PrefixStore(kv_cache_mb * 2**20)
+        self._store = kv.PrefixStore(kv_cache_mb * 2**20, min_tokens=MIN_REUSE_TOKENS)
         self._trim_heap = kv.HeapTrimmer()
         #: Token counts of the last finished generation (prompt, completion, reused prefix).
         self.last_usage: dict[str, int] = {}
@@ -293,22 +293,21 @@ class TransformersBackend(Backend):
 
         from . import kv
 
-        config = self.model.config
         heads = [ids[:-1] for ids in prompts]  # the last prompt token is the first decoding input
         reserve = max(len(h) for h in heads) + params.max_tokens + 1
         row_caches, reused = [], 0
         with torch.inference_mode():
             for head in heads:
-                cache, shared = self._prefix_cache(head, len(head)) if head else (kv.growing_cache(config), 0)
+                cache, shared = self._prefix_cache(head, len(head))
                 if len(head) > shared:
                     self.model(input_ids=torch.tensor([head[shared:]], device=self.device), past_key_values=cache,
                                use_cache=True, logits_to_keep=1)
-                if self.reuse_cache and len(head) >= MIN_REUSE_TOKENS:
+                if self.reuse_cache:
                     self._store.put(head, cache)
                 row_caches.append(cache)
                 reused += shared
             lengths = [len(h) for h in heads]
-            cache = kv.stack_left_padded(row_caches, lengths, config, reserve)
+            cache = kv.stack_left_padded(row_caches, lengths, self.model.config, reserve)
             del row_caches
             new = self._decode_loop(cache, prompts, params)
         self.last_usage = {"prompt_tokens": sum(map(len, prompts)), "completion_tokens": sum(map(len, new)),
@@ -334,6 +333,7 @@ class TransformersBackend(Backend):
         tokens = torch.tensor([[p[-1]] for p in prompts], device=dev)
         positions = torch.tensor([[len(p) - 1] for p in prompts], device=dev)
         processors = self._processors(params)
+        stops = _StopStrings(self.tokenizer, params.stop, prompt_len=0) if params.stop else None
         eos = set(self.eos_ids)
         if params.seed is not None:
             torch.manual_seed(params.seed)
@@ -348,11 +348,10 @@ class TransformersBackend(Backend):
             keep = []
             for j, (row, tok) in enumerate(zip(alive, picked.tolist())):
                 new[row].append(tok)
-                if tok in eos or step + 1 == params.max_tokens or self._stopped(new[row], params.stop):
+                if tok in eos or step + 1 == params.max_tokens or (stops is not None and stops.hit(new[row])):
                     if self.reuse_cache:  # prompt + reply, for the next turn of this chat
-                        held = prompts[row] + new[row][:-1]
-                        if len(held) >= MIN_REUSE_TOKENS:
-                            self._store.put(held, kv.extract_row(cache, j, pad[row], width + step + 1, self.model.config))
+                        self._store.put(prompts[row] + new[row][:-1],
+                                        kv.extract_row(cache, j, pad[row], width + step + 1, self.model.config))
                 else:
                     keep.append(j)
             if not keep:
@@ -366,12 +365,6 @@ class TransformersBackend(Backend):
                 seen, mask, tokens, positions = seen[index], mask[index], tokens[index], positions[index]
                 alive = [alive[j] for j in keep]
         return new
-
-    def _stopped(self, new: list[int], stop: list[str]) -> bool:
-        if not stop:
-            return False
-        tail = self.tokenizer.decode(new[-(3 * max(len(s) for s in stop) + 2):], skip_special_tokens=True)
-        return any(s in tail for s in stop)
 
     @staticmethod
     def _processors(params: SamplingParams) -> Any:
@@ -466,10 +459,13 @@ class _StopStrings:
         self.prompt_len = prompt_len
         self.window = 3 * max(len(s) for s in stop) + 2
 
+    def hit(self, new: list[int]) -> bool:
+        """Whether the generated token ids ``new`` end in text holding a stop string."""
+        tail = self.tokenizer.decode(new[-self.window:], skip_special_tokens=True)
+        return any(s in tail for s in self.stop)
+
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
         import torch
 
-        tail = input_ids[:, self.prompt_len:][:, -self.window:]
-        texts = self.tokenizer.batch_decode(tail.tolist(), skip_special_tokens=True)
-        done = [any(s in t for s in self.stop) for t in texts]
+        done = [self.hit(row) for row in input_ids[:, self.prompt_len:].tolist()]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
