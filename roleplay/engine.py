@@ -96,6 +96,9 @@ class EngineOptions(BaseModel):
     #: of the budget at once (1.0: only as many as needed), so the prompt prefix after
     #: the history's start breaks every few turns rather than every turn.
     history_trim_to: float = Field(0.65, ge=0.1, le=1.0)
+    #: Story source labels (``card:3``, ``stories/a.txt#2``) never to retrieve this turn:
+    #: canon evaluation leaves the scene under test out so the answer cannot leak in.
+    exclude_sources: list[str] = Field(default_factory=list)
 
     def __init__(self, **data: Any) -> None:
         try:

@@ -68,6 +68,9 @@ class Character(_Model):
     language: str = "en"
     user_name: str = "User"
     nickname: str = ""
+    #: Other names of the character (孙悟空 / 悟空 / 行者 / 大圣): story lines under any of
+    #: them count as the character's own (retrieval, stage notes, imports, authoring).
+    aliases: list[str] = Field(default_factory=list)
     persona: str = ""
     scenario: str = ""
     greetings: list[str] = Field(default_factory=list)
@@ -122,6 +125,15 @@ class Character(_Model):
     @property
     def folder(self) -> Path | None:
         return self._path.parent if self._path else None
+
+    def names(self) -> list[str]:
+        """The character's name, then its aliases and nickname, without repeats or blanks."""
+        out: list[str] = []
+        for n in [self.name, *self.aliases, self.nickname]:
+            n = n.strip()
+            if n and n not in out:
+                out.append(n)
+        return out
 
     def all_stories(self) -> list[tuple[str, str]]:
         """Every story with a source label: ``("card:3", text)`` or ``("stories/a.txt#2", text)``."""
