@@ -1,4 +1,6 @@
-"""``roleplay eval SUITE …`` (run a suite) and ``roleplay eval report RUN`` (rebuild a report).
+"""``roleplay eval SUITE …`` (run a suite), ``roleplay eval canon ID…`` (canon continuation),
+``roleplay eval charactereval:DIR`` (and ``rolebench:``/``coser:``/``characterbench:`` files)
+and ``roleplay eval report RUN`` (rebuild a report).
 
 Thin: options become a `RunConfig` (a YAML run config first, then command-line options on
 top), the library does the rest.
@@ -16,8 +18,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Run an evaluation suite (`bundled`, a .yaml suite, or RPBench-Auto "
                     "rpbench_character.jsonl / rpbench_scene.jsonl), or rebuild a report: "
                     "`roleplay eval report RUN_DIR`. With no options: the full engine against the "
-                    "same model with a plain persona prompt, judged by the default model.")
-    p.add_argument("target", nargs="+", metavar="SUITE", help="suite name or file; or `report RUN_DIR`")
+                    "same model with a plain persona prompt, judged by the default model. "
+                    "Judge-free: `roleplay eval canon ID…` continues the characters' own scenes and "
+                    "compares with the real lines; `charactereval:DIR`, `rolebench:FILE`, `coser:FILE`, "
+                    "`characterbench:FILE` run those benchmarks' published files.")
+    p.add_argument("target", nargs="+", metavar="SUITE",
+                   help="suite name or file; `canon ID…`; `charactereval:DIR` (or rolebench:, coser:, "
+                        "characterbench: FILE); or `report RUN_DIR`")
+    p.add_argument("--systems", help="canon and benchmark runs: comma-separated systems, baseline last "
+                                     "(default engine,plain; presets engine, plain, no-retrieval, no-stage, instruct)")
+    p.add_argument("--n", type=int, default=20, help="canon: cut points per character (default 20)")
     p.add_argument("-o", "--output", help="run folder (default runs/<suite>-<mode>-<method>); re-running resumes it")
     p.add_argument("--config", help="YAML run config (systems, judge, mode, dimensions…); options below override it")
     p.add_argument("--turns", type=int, help="turns per conversation (default: the suite's)")
@@ -86,6 +96,10 @@ def run(args: argparse.Namespace) -> int:
         summary = write_report(Path(args.target[1]))
         cli.emit(args, summary, lambda: _text(summary, Path(args.target[1])))
         return 0
+    if args.target[0] == "canon" or args.target[0].split(":", 1)[0] in _BENCHMARKS:
+        summary = _reference(args)
+        cli.emit(args, summary, lambda: _reference_text(summary))
+        return 0
     if len(args.target) != 1:
         raise ConfigError("give one SUITE (or `report RUN_DIR`)")
     from ..evaluation.runner import run_eval
@@ -97,6 +111,42 @@ def run(args: argparse.Namespace) -> int:
     summary = write_report(out)
     cli.emit(args, summary, lambda: _text(summary, out))
     return 0
+
+
+_BENCHMARKS = ("charactereval", "rolebench", "coser", "characterbench")
+
+
+def _reference(args: argparse.Namespace) -> dict:
+    """Canon continuation or a benchmark file: reference-based, judge-free."""
+    from ..errors import ConfigError
+
+    systems = [s.strip() for s in (args.systems or "engine,plain").split(",") if s.strip()]
+    common = dict(systems=systems, settings=args.settings, max_tokens=args.max_tokens or 60,
+                  batch_size=args.batch_size or 8, seed=args.seed or 0, progress=not args.no_progress)
+    if args.target[0] == "canon":
+        from ..evaluation.canon import canon_run
+
+        if len(args.target) < 2:
+            raise ConfigError("name the characters: roleplay eval canon ID [ID…]")
+        run = canon_run(args.target[1:], n=args.n, out_dir=args.output, **common)
+    else:
+        from ..evaluation.benchmarks import benchmark_run
+
+        if len(args.target) != 1:
+            raise ConfigError("give one benchmark, e.g. `roleplay eval rolebench:test.jsonl`")
+        run = benchmark_run(args.target[0], out_dir=args.output, limit=args.limit, turns=args.turns, **common)
+    return run.run()
+
+
+def _reference_text(summary: dict) -> str:
+    from ..evaluation.reference import tables
+
+    lines = [f"run folder: {summary['run']}"]
+    for title, header, rows in tables(summary)[:2]:
+        lines.append(title)
+        lines += ["  " + " | ".join(f"{h}: {c}" for h, c in zip(header, row)) for row in rows]
+    lines.append(f"report: {summary['run']}/report.md")
+    return "\n".join(lines)
 
 
 def _text(summary: dict, out: Path) -> str:
