@@ -15,7 +15,7 @@ from ..config import Settings
 from ..errors import RoleplayError
 
 #: Modules that contribute commands, in help order.
-COMMAND_MODULES = ["cards", "store", "generate", "chat", "serve", "evaluate"]
+COMMAND_MODULES = ["cards", "store", "generate", "chat", "serve", "evaluate", "author"]
 
 
 def build_parser() -> argparse.ArgumentParser:
