@@ -192,6 +192,8 @@ class RefRun:
     embedder: Any = None
     progress: bool = False
     meta: dict = field(default_factory=dict)
+    #: Writes benchmark-specific output files (e.g. CharacterEval's generation file) from the scored rows.
+    export: Callable[["RefRun", list[dict]], None] | None = None
 
     def fingerprint(self) -> str:
         data = {"name": self.name, "systems": [_system_meta(s) for s in self.systems],
@@ -323,6 +325,8 @@ class RefRun:
         summary.update({"suite": self.name, "run": str(self.out_dir), "max_tokens": self.max_tokens,
                         "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **self.meta})
         write_summary(self.out_dir, summary, rows)
+        if self.export is not None:
+            self.export(self, rows)
         return summary
 
 
