@@ -52,6 +52,8 @@ class Settings(BaseModel):
     openai_base_url: str | None = None
     openai_api_key: str | None = None
     budgets: Budgets = Field(default_factory=Budgets)
+    #: Facts about a user are shared by every character (False: each character keeps its own).
+    memory_shared_facts: bool = True
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":
@@ -70,6 +72,8 @@ class Settings(BaseModel):
                          ("kv_cache_mb", "ROLEPLAY_KV_CACHE_MB")]:
             if env.get(var):
                 values[key] = env[var]
+        if env.get("ROLEPLAY_MEMORY_SHARED_FACTS"):
+            values["memory_shared_facts"] = env["ROLEPLAY_MEMORY_SHARED_FACTS"]
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
             return cls(**values)

@@ -1,14 +1,18 @@
-"""Long-term memory per (user, character): extraction, the Chroma store, the worker, summaries.
+"""Long-term memory: user facts and story events, with their history, recalled per turn.
 
-``from roleplay.memory import MemoryStore, get_store, default_user`` — chromadb and the
-embedder load only when a store is opened.
+``from roleplay.memory import MemoryStore, get_store, recall, remember`` — chromadb and the
+embedder load only when a store is opened. Modules: `clauses` (what may state a fact),
+`rules_en` / `rules_zh` (patterns), `extract` (rules + the constrained model pass),
+`store` (Chroma, history with valid_from/valid_to), `recall` (what goes in a prompt),
+`summary` (the rolling story summary), `worker` (the background queue).
 """
 from __future__ import annotations
 
-from .extract import Fact, extract, extract_rules, parse_fact_lines
+from .extract import extract, extract_rules, parse_llm_json
+from .fact import Fact
 from .recall import recall
 from .store import Decision, Memory, MemoryStore, default_user, get_store, remember
-from .worker import Worker, generation_lock, get_worker
+from .worker import Worker, get_worker
 
 __all__ = ["Decision", "Fact", "Memory", "MemoryStore", "Worker", "default_user", "extract",
-           "extract_rules", "generation_lock", "get_store", "get_worker", "parse_fact_lines", "recall", "remember"]
+           "extract_rules", "get_store", "get_worker", "parse_llm_json", "recall", "remember"]

@@ -1,0 +1,78 @@
+"""Scoring extraction against a labelled set: precision, recall, F1, lost objects.
+
+The labelled sets (``tests/data/memory/extraction_{en,zh}.yaml``) give, per message, the
+values a correct fact must contain: ``facts`` (user facts), ``ended`` (those of them that
+end an earlier fact, so the fact must be marked negated) and ``events`` (story promises).
+A predicted fact is a true positive when its text contains an expected value of its kind
+(case-insensitive), a false positive otherwise. ``lost_object`` counts false positives in
+messages that do hold an expected value: a fact that was found but lost the word that
+mattered ("The user loves playing." for "I love playing the piano"). ``wrong_negation``
+counts ``ended`` values whose fact was found but not marked negated.
+
+Used by tests/test_memory_extract.py and bench/memory.py, so both report the same figures.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from .fact import Fact
+
+SET_FILES = ("extraction_en.yaml", "extraction_zh.yaml")
+
+
+def load_labelled(folder: Path) -> list[dict]:
+    """Every labelled message of the sets in ``folder`` (``lang`` added from the file name)."""
+    import yaml
+
+    items: list[dict] = []
+    for name in SET_FILES:
+        path = folder / name
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot read the labelled set: {exc}".splitlines()[0]) from None
+        for i, item in enumerate(data or []):
+            if not isinstance(item, dict) or not isinstance(item.get("text"), str):
+                raise ConfigError(f"{path}: item {i + 1} needs a `text` string")
+            extra = set(item) - {"case", "text", "facts", "ended", "events"}
+            if extra:
+                raise ConfigError(f"{path}: item {i + 1} has unknown field(s) {sorted(extra)}; "
+                                  "use case, text, facts, ended, events")
+            items.append({"lang": name.split("_")[1].split(".")[0], "case": item.get("case", ""),
+                          "text": item["text"], "facts": [str(v) for v in item.get("facts") or []],
+                          "ended": [str(v) for v in item.get("ended") or []],
+                          "events": [str(v) for v in item.get("events") or []]})
+    return items
+
+
+def score(items: Sequence[dict], predicted: Iterable[Sequence[Fact]]) -> dict[str, Any]:
+    """P/R/F1 of ``predicted`` (facts per item, in order) against the labels."""
+    tp = fp = fn = lost = wrong_neg = 0
+    misses: list[str] = []
+    extras: list[str] = []
+    for item, facts in zip(items, predicted):
+        for kind, values in (("fact", item["facts"]), ("event", item["events"])):
+            mine = [f for f in facts if f.kind == kind]
+            for v in values:
+                hit = [f for f in mine if v.lower() in f.text.lower()]
+                if hit:
+                    tp += 1
+                    if v in item["ended"] and not any(f.negated for f in hit):
+                        wrong_neg += 1
+                else:
+                    fn += 1
+                    misses.append(f"{item['text']} → {v}")
+            for f in mine:
+                if not any(v.lower() in f.text.lower() for v in values):
+                    fp += 1
+                    extras.append(f"{item['text']} → {f.text}")
+                    if item["facts"] or item["events"]:
+                        lost += 1
+    p = tp / (tp + fp) if tp + fp else 1.0
+    r = tp / (tp + fn) if tp + fn else 1.0
+    f1 = 2 * p * r / (p + r) if p + r else 0.0
+    return {"precision": round(p, 3), "recall": round(r, 3), "f1": round(f1, 3), "tp": tp, "fp": fp, "fn": fn,
+            "lost_object": lost, "wrong_negation": wrong_neg, "misses": misses, "extras": extras}
