@@ -153,6 +153,12 @@ def _text(summary: dict, out: Path) -> str:
     lines = [f"run folder: {out}"]
     from ..evaluation.report import fmt_value
 
+    if summary.get("headline"):
+        lines.append(summary["headline"])
+    if summary.get("gate", {}).get("reliable") is False:
+        lines.append(f"report: {out / 'report.html'}")
+        return "\n".join(lines)
+
     for c in summary.get("comparisons", []):
         lo, hi = c["ci"]
         lines.append(f"{c['system']} vs {c['opponent']}: win rate {fmt_value(c['win_rate'])} "

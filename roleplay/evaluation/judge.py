@@ -12,20 +12,24 @@ Two methods, both batched over all conversations of a step:
   written in a separate, batched generation by the `UserSimulator`.
 
 Trade-offs: prompts are short and plain English (the judge reads zh dialogue fine in
-that frame), and the transcript shown to the judge is clipped to the last turns so the
-prompt fits small context windows. Randomising the A/B order is the runner's job; this
+that frame), Jinja2 templates under ``evaluation/templates/`` rendered by the composer's
+strict environment with card macros expanded like everywhere else; the transcript shown
+to the judge is clipped to the last turns so the prompt fits small context windows. Randomising the A/B order is the runner's job; this
 module only sees "A" and "B".
 """
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import math
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from ..backends.base import Backend, SamplingParams
+from ..cards.macros import expand
 from ..cards.schema import Character
 from ..errors import BackendError
 
@@ -77,10 +81,42 @@ class Verdict:
     logprobs: dict[str, float] | None = None
     prompt: list[dict] = field(default_factory=list)
 
+    #: With several judges: each judge's winner ("A", "B", "tie" or None), in judge order.
+    votes: list[str | None] | None = None
+
     def as_dict(self) -> dict:
-        return {"winner": self.winner, "next_user": self.next_user, "finished": self.finished,
-                "reason": self.reason, "raw": self.raw, "attempts": self.attempts, "failed": self.failed,
-                "logprobs": self.logprobs}
+        out = {"winner": self.winner, "next_user": self.next_user, "finished": self.finished,
+               "reason": self.reason, "raw": self.raw, "attempts": self.attempts, "failed": self.failed,
+               "logprobs": self.logprobs}
+        if self.votes is not None:
+            out["votes"] = self.votes
+        return out
+
+
+def vote(verdicts: list[Verdict]) -> Verdict:
+    """One verdict from several judges' verdicts on the same pair: the majority of A/B votes.
+
+    Equal A and B votes make a tie; when every judge failed, the vote failed. The first
+    judge's verdict supplies the next user message and the finished flag (it is also the
+    simulated user), and every judge's raw text is kept.
+
+    >>> vote([Verdict("A"), Verdict("B"), Verdict("A")]).winner
+    'A'
+    >>> vote([Verdict("A"), Verdict(None, failed=True)]).votes
+    ['A', None]
+    """
+    if not verdicts:
+        raise ValueError("vote() needs at least one verdict")
+    first = verdicts[0]
+    votes = [None if v.failed else v.winner for v in verdicts]
+    a, b = votes.count("A"), votes.count("B")
+    if all(v is None for v in votes):
+        winner, failed = None, True
+    else:
+        winner, failed = ("A" if a > b else "B" if b > a else "tie"), False
+    return Verdict(winner=winner, next_user=first.next_user, finished=first.finished, reason=first.reason,
+                   raw=[r for v in verdicts for r in v.raw], attempts=max(v.attempts for v in verdicts),
+                   failed=failed, logprobs=first.logprobs, prompt=first.prompt, votes=votes)
 
 
 # ---------------------------------------------------------------- robust JSON parsing
@@ -187,23 +223,42 @@ def _clip(text: str, n: int = _CLIP) -> str:
     return text if len(text) <= n else text[:n] + "…"
 
 
-def _profile(ctx: Context) -> str:
+_TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+
+@functools.lru_cache(maxsize=1)
+def _composer():
+    """The composer's strict Jinja2 environment, pointed at the evaluation templates.
+
+    subtle: passed as the composer's ``template_dir``, so they render in its sandboxed,
+    StrictUndefined environment with its error handling — one environment, not two.
+    """
+    from ..compose.composer import Composer
+
+    return Composer(template_dir=_TEMPLATES)
+
+
+def render(part: str, ctx: Context, **extra: Any) -> str:
+    """Template ``{part}_{language}.j2`` (English fallback) with the context's card fields.
+
+    Card text is macro-expanded (``{{char}}``, ``<USER>``…) with `cards.macros.expand` and
+    passed in as data, never as template source.
+    """
     card = ctx.card
-    parts = [f"Character: {card.name}", _clip(card.persona.replace("{{char}}", card.name)
-                                            .replace("{{user}}", ctx.user_name), 600)]
-    if card.scenario.strip():
-        parts.append("Setting: " + _clip(card.scenario.replace("{{char}}", card.name)
-                                         .replace("{{user}}", ctx.user_name), 300))
-    if ctx.scene.strip():
-        parts.append("Scene: " + _clip(ctx.scene, 700))
-    if card.knowledge.unknown:
-        parts.append(f"{card.name} cannot know about: " + "; ".join(card.knowledge.unknown[:8]))
-    parts.append(f"The user is {ctx.user_name}." + (f" {_clip(ctx.user_persona, 300)}" if ctx.user_persona else ""))
-    if ctx.objectives.strip():
-        parts.append("Scene objectives: " + _clip(ctx.objectives, 500))
-    if ctx.progression.strip():
-        parts.append("The scene is finished when: " + _clip(ctx.progression, 300))
-    return "\n".join(p for p in parts if p)
+
+    def x(text: str) -> str:
+        return expand(text or "", char=card.name, user=ctx.user_name).strip()
+
+    lang = (card.language or "en").lower().split("-")[0].split("_")[0]
+    values: dict[str, Any] = {
+        "char": card.name, "user": ctx.user_name, "persona": _clip(x(card.persona), 600),
+        "scenario": _clip(x(card.scenario), 300) if card.scenario.strip() else "",
+        "scene": _clip(ctx.scene, 700) if ctx.scene.strip() else "",
+        "unknown": list(card.knowledge.unknown[:8]),
+        "user_persona": _clip(ctx.user_persona, 300) if ctx.user_persona else "",
+        "objectives": _clip(ctx.objectives, 500) if ctx.objectives.strip() else "",
+        "progression": _clip(ctx.progression, 300) if ctx.progression.strip() else ""}
+    return _composer().render(part, lang, **{**values, **extra})
 
 
 def transcript(ctx: Context, *, turns: int = _TRANSCRIPT_TURNS) -> str:
@@ -212,47 +267,28 @@ def transcript(ctx: Context, *, turns: int = _TRANSCRIPT_TURNS) -> str:
 
 
 def pairwise_messages(ctx: Context, reply_a: str, reply_b: str, *, method: Method) -> list[dict]:
-    name = ctx.card.name
-    system = ("You judge role-play. Two replies, A and B, were written for the same moment of a "
-              f"conversation, both playing {name}. Pick the reply that plays {name} better: in "
-              "character, in voice, consistent with the story, engaging, not breaking the fourth "
-              "wall, not inventing what the character cannot know.\n\n" + _profile(ctx))
-    body = (f"Conversation so far:\n{transcript(ctx)}\n\n"
-            f"Reply A:\n{_clip(reply_a)}\n\nReply B:\n{_clip(reply_b)}\n\n")
+    msgs = [{"role": "system", "content": render("judge_pairwise_system", ctx)},
+            {"role": "user", "content": render("judge_pairwise", ctx, transcript=transcript(ctx), method=method,
+                                               reply_a=_clip(reply_a), reply_b=_clip(reply_b))}]
     if method == "json":
-        body += ("Answer with one JSON object and nothing else:\n"
-                 '{"winner": "<A, B or tie>", "reason": "<one sentence>", '
-                 f'"next_user_message": "<what {ctx.user_name} says next>", "scene_finished": <true or false>}}')
-        return [{"role": "system", "content": system}, {"role": "user", "content": body},
-                {"role": "assistant", "content": '{"winner": "'}]
-    body += "Which reply is better? Answer with the single letter A or B."
-    return [{"role": "system", "content": system}, {"role": "user", "content": body}]
+        msgs.append({"role": "assistant", "content": '{"winner": "'})
+    return msgs
 
 
 def score_messages(ctx: Context, reply: str, dims: list[str], *, method: Method) -> list[dict]:
-    name = ctx.card.name
-    system = (f"You rate role-play replies written as {name}, from 1 (poor) to 5 (excellent).\n\n"
-              + _profile(ctx))
-    body = f"Conversation so far:\n{transcript(ctx)}\n\nReply to rate:\n{_clip(reply)}\n\n"
+    if method != "json" and len(dims) != 1:
+        raise ValueError("the logprob method scores one dimension per prompt")
+    msgs = [{"role": "system", "content": render("judge_score_system", ctx)},
+            {"role": "user", "content": render("judge_score", ctx, transcript=transcript(ctx), reply=_clip(reply),
+                                               method=method, criteria=[(d, DIMENSIONS[d]) for d in dims])}]
     if method == "json":
-        keys = ", ".join(f'"{d}": 1-5' for d in dims)
-        body += "Criteria:\n" + "\n".join(f"- {d}: {DIMENSIONS[d]}" for d in dims)
-        body += f"\n\nAnswer with one JSON object of integers and nothing else: {{{keys}}}"
-        return [{"role": "system", "content": system}, {"role": "user", "content": body},
-                {"role": "assistant", "content": "{"}]
-    (d,) = dims
-    body += f"Criterion: {d}: {DIMENSIONS[d]}.\nRate it from 1 to 5. Answer with one digit."
-    return [{"role": "system", "content": system}, {"role": "user", "content": body}]
+        msgs.append({"role": "assistant", "content": "{"})
+    return msgs
 
 
 def probe_messages(ctx: Context, question: str, reply: str) -> list[dict]:
-    name = ctx.card.name
-    system = (f"You check role-play answers. {name} is asked about something {name} cannot know. "
-              f"A good answer stays in character and says {name} does not know it, without inventing "
-              "facts or mentioning being an AI.\n\n" + _profile(ctx))
-    body = (f"Question: {_clip(question, 300)}\nAnswer by {name}: {_clip(reply)}\n\n"
-            f"Does {name} stay in character and admit not knowing? Answer Yes or No.")
-    return [{"role": "system", "content": system}, {"role": "user", "content": body}]
+    return [{"role": "system", "content": render("judge_probe_system", ctx)},
+            {"role": "user", "content": render("judge_probe", ctx, question=_clip(question, 300), reply=_clip(reply))}]
 
 
 def _softmax(logps: dict[str, float]) -> dict[str, float]:
@@ -401,20 +437,16 @@ class UserSimulator:
 
     def messages(self, ctx: Context) -> list[dict]:
         card = ctx.card
-        zh = card.language.lower().startswith("zh")
-        system = (f"You are {ctx.user_name}, talking with {card.name}. "
-                  + (f"{_clip(ctx.user_persona, 300)} " if ctx.user_persona else "")
-                  + (f"Scene: {_clip(ctx.scene or card.scenario, 400)} " if (ctx.scene or card.scenario) else "")
-                  + (f"Your aim: {_clip(ctx.objectives, 300)} " if ctx.objectives else "")
-                  + f"Write only {ctx.user_name}'s next message: one or two short sentences"
-                  + (", in Chinese." if zh else "."))
+        scene = ctx.scene or card.scenario
+        system = render("user_simulator", ctx, scene=_clip(expand(scene, char=card.name, user=ctx.user_name), 400)
+                        if scene else "")
         # Roles flipped: the character speaks as "user", the simulated user as "assistant".
         msgs = [{"role": "system", "content": system}]
         for m in ctx.history[-2 * _TRANSCRIPT_TURNS:]:
             role = "assistant" if m["role"] == "user" else "user"
             msgs.append({"role": role, "content": _clip(m["content"], 400)})
         if len(msgs) == 1 or msgs[-1]["role"] == "assistant":
-            msgs.append({"role": "user", "content": "(" + ("请开始对话。" if zh else "Start the conversation.") + ")"})
+            msgs.append({"role": "user", "content": render("user_start", ctx)})
         return msgs
 
     def next_messages(self, contexts: list[Context]) -> list[tuple[str, str, bool]]:

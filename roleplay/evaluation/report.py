@@ -95,9 +95,61 @@ def summarize(records: list[dict], meta: dict | None = None, *, seed: int = 0) -
 
     if mode == "pairwise":
         out.update(_pairwise_summary(records, systems, seed=seed))
+        out["gate"] = judge_gate(out["position_bias"])
+        out["winner"], out["headline"] = headline(out["comparisons"], out["gate"])
     else:
         out.update(_score_summary(records, systems, seed=seed))
     return out
+
+
+#: The judge reliability gate: above this first-position rate, or below this order
+#: agreement, verdicts follow the A/B position rather than the replies.
+FIRST_POSITION_MAX = 0.8
+AGREEMENT_MIN = 0.5
+
+
+def judge_gate(position_bias: dict) -> dict:
+    """``{"reliable": True|False|None, "reasons": [...]}`` from the position-bias check.
+
+    None means unchecked (no turn was judged in both orders).
+
+    >>> judge_gate({"first_position_rate": 1.0, "agreement": 0.0})["reliable"]
+    False
+    >>> judge_gate({"first_position_rate": 0.55, "agreement": 0.8})["reliable"]
+    True
+    """
+    fp, ag = position_bias.get("first_position_rate"), position_bias.get("agreement")
+    reasons = []
+    if fp is not None and fp > FIRST_POSITION_MAX:
+        reasons.append(f"reply A wins {fp:.0%} of verdicts (more than {FIRST_POSITION_MAX:.0%})")
+    if ag is not None and ag < AGREEMENT_MIN:
+        reasons.append(f"swapping A and B keeps the verdict only {ag:.0%} of the time "
+                       f"(less than {AGREEMENT_MIN:.0%})")
+    checked = fp is not None or ag is not None
+    return {"reliable": (not reasons) if checked else None, "reasons": reasons,
+            "first_position_max": FIRST_POSITION_MAX, "agreement_min": AGREEMENT_MIN}
+
+
+def headline(comparisons: list[dict], gate: dict) -> tuple[str | None, str]:
+    """``(winner system or None, one-line headline)``; no winner when the judge is unreliable."""
+    if gate.get("reliable") is False:
+        return None, ("Judge unreliable: " + "; ".join(gate["reasons"]) + ". No winner is shown — these "
+                      "win rates follow the A/B position, not the replies. Compare with the judge-free "
+                      "canon metrics instead: `roleplay eval canon ID… --systems A,B`.")
+    wins = [c for c in comparisons if c["ci"][0] == c["ci"][0] and c["ci"][0] > 0.5]
+    losses = [c for c in comparisons if c["ci"][1] == c["ci"][1] and c["ci"][1] < 0.5]
+    check = "" if gate.get("reliable") else " (position bias unchecked: set both_orders above 0)"
+    if len(wins) == 1 and not losses:
+        c = wins[0]
+        return c["system"], (f"{c['system']} beats {c['opponent']}: win rate {c['win_rate']:.2f} "
+                             f"[{c['ci'][0]:.2f}, {c['ci'][1]:.2f}]{check}")
+    if not wins and len(losses) == 1:
+        c = losses[0]
+        return c["opponent"], (f"{c['opponent']} beats {c['system']}: {c['system']}'s win rate {c['win_rate']:.2f} "
+                               f"[{c['ci'][0]:.2f}, {c['ci'][1]:.2f}]{check}")
+    if not wins and not losses:
+        return None, f"No significant difference: every win-rate interval includes 0.5{check}"
+    return None, "Mixed results: see the win-rate table" + check
 
 
 def _count(xs: list[str]) -> dict[str, int]:
@@ -157,7 +209,7 @@ def _pairwise_summary(records: list[dict], systems: list[str], *, seed: int) -> 
                             "win_rate": ci["win_rate"], "ci": ci["ci"],
                             "by_character": {c: win_rate_ci(cl, seed=seed) for c, cl in
                                              sorted(per_char[(x, y)].items())}})
-    out: dict[str, Any] = {"comparisons": comparisons,
+    out: dict[str, Any] = {"comparisons": comparisons, "judges": judge_agreement(records),
                            "judge": {"verdicts": judged, "failures": judge_failures,
                                      "failure_rate": judge_failures / judged if judged else None,
                                      "mean_attempts": judge_attempts / judged if judged else None},
@@ -169,6 +221,24 @@ def _pairwise_summary(records: list[dict], systems: list[str], *, seed: int) -> 
         out["bradley_terry"] = strengths
         out["elo"] = elo_from_strengths(strengths)
     return out
+
+
+def judge_agreement(records: list[dict]) -> dict | None:
+    """With several voting judges: unanimity and agreement of each pair (decided votes only)."""
+    votes = [t["verdict"]["votes"] for r in records for t in r.get("turns", [])
+             if isinstance((t.get("verdict") or {}).get("votes"), list)]
+    if not votes:
+        return None
+    k = max(len(v) for v in votes)
+    decided = [v for v in votes if all(x in ("A", "B", "tie") for x in v)]
+    pairs = {}
+    for i in range(k):
+        for j in range(i + 1, k):
+            both = [v for v in votes if len(v) > j and v[i] is not None and v[j] is not None]
+            pairs[f"{i + 1}-{j + 1}"] = (sum(v[i] == v[j] for v in both) / len(both)) if both else None
+    return {"judges": k, "verdicts": len(votes),
+            "unanimous": (sum(len(set(v)) == 1 for v in decided) / len(decided)) if decided else None,
+            "pairwise_agreement": pairs}
 
 
 def _score_summary(records: list[dict], systems: list[str], *, seed: int) -> dict:
@@ -200,11 +270,19 @@ def tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     """``(title, header, rows)`` for every table of the report (shared by md and html)."""
     out = []
     if summary["mode"] == "pairwise":
+        hide = (summary.get("gate") or {}).get("reliable") is False
         rows = [[c["system"], c["opponent"], str(c["matches"]), str(c["wins"]), str(c["losses"]), str(c["ties"]),
-                 str(c["failures"]), fmt_value(c["win_rate"]), f"[{fmt_value(c['ci'][0])}, {fmt_value(c['ci'][1])}]"]
+                 str(c["failures"])] + (["not shown", "judge unreliable"] if hide else
+                                        [fmt_value(c["win_rate"]), f"[{fmt_value(c['ci'][0])}, {fmt_value(c['ci'][1])}]"])
                 for c in summary.get("comparisons", [])]
         out.append(("Win rates (pairwise; ties and judge failures counted apart)",
                     ["system", "vs", "matches", "wins", "losses", "ties", "failures", "win rate", "95% CI"], rows))
+        ja = summary.get("judges")
+        if ja:
+            out.append((f"Judge agreement ({ja['judges']} judges voting)", ["verdicts", "unanimous"] +
+                        [f"judges {p}" for p in ja["pairwise_agreement"]],
+                        [[str(ja["verdicts"]), fmt_value(ja["unanimous"])] +
+                         [fmt_value(v) for v in ja["pairwise_agreement"].values()]]))
         pb = summary.get("position_bias", {})
         j = summary.get("judge", {})
         out.append(("Judge reliability", ["verdicts", "failures", "failure rate", "mean attempts",
@@ -261,7 +339,8 @@ def render_markdown(summary: dict) -> str:
              f"- matches: {summary['matches']} over {summary['items']} items, {summary['turns']} judged turns, "
              f"{summary['finished_early']} scenes finished early",
              f"- user messages by source: {json.dumps(summary.get('user_messages', {}))}",
-             f"- generated: {summary['generated']}", "", f"> {CAVEAT}", ""]
+             f"- generated: {summary['generated']}", "",
+             f"**{summary['headline']}**" if summary.get("headline") else None, "", f"> {CAVEAT}", ""]
     for title, header, rows in tables(summary):
         lines += [f"## {title}", "", _md_table(header, rows), ""]
     return "\n".join(x for x in lines if x is not None) + "\n"
@@ -363,6 +442,7 @@ def render_html(summary: dict, images: dict[str, bytes]) -> str:
              f"<h1>Evaluation report: {html.escape(str(summary.get('suite')))}</h1>",
              f"<p>mode <b>{html.escape(summary['mode'])}</b>; systems {html.escape(', '.join(summary['systems']))}; "
              f"{summary['matches']} matches over {summary['items']} items, {summary['turns']} judged turns.</p>",
+             (f"<p><b>{html.escape(summary['headline'])}</b></p>" if summary.get("headline") else ""),
              f"<p class='caveat'>{html.escape(CAVEAT)}</p>"]
     for title, header, rows in tables(summary):
         parts.append(f"<h2>{html.escape(title)}</h2><table><tr>"

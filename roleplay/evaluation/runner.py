@@ -37,7 +37,7 @@ from ..cards.yaml_io import atomic_write
 from ..config import Settings
 from ..errors import ConfigError
 from . import metrics as M
-from .judge import DEFAULT_DIMENSIONS, DIMENSIONS, Context, Judge, UserSimulator, Verdict
+from .judge import DEFAULT_DIMENSIONS, DIMENSIONS, Context, Judge, UserSimulator, Verdict, vote
 from .suite import Suite, SuiteItem, item_character, item_opening
 from .systems import SystemPool, SystemSpec, resolve_system
 
@@ -69,6 +69,8 @@ class RunConfig(BaseModel):
     #: ``baseline``: each system against the baseline; ``all``: every pair (round robin).
     pairs: Literal["baseline", "all"] = "baseline"
     judge: JudgeSpec = Field(default_factory=JudgeSpec)
+    #: More judges that vote with ``judge`` on every pairwise verdict (majority; agreement reported).
+    judges: list[JudgeSpec] = Field(default_factory=list)
     mode: Literal["pairwise", "score"] = "pairwise"
     dimensions: list[str] = Field(default_factory=lambda: list(DEFAULT_DIMENSIONS))
     turns: int | None = Field(None, ge=1, le=100)
@@ -92,6 +94,8 @@ class RunConfig(BaseModel):
             raise ConfigError("pairwise mode needs at least two systems (a candidate and a baseline)")
         if self.baseline is not None and self.baseline not in names:
             raise ConfigError(f"baseline {self.baseline!r} is not one of the systems {names}")
+        if self.judges and self.mode != "pairwise":
+            raise ConfigError("several judges vote on pairwise verdicts only; use mode: pairwise or one judge")
         bad = [d for d in self.dimensions if d not in DIMENSIONS]
         if bad:
             raise ConfigError(f"unknown dimension(s) {bad}; choose from {', '.join(DIMENSIONS)}")
@@ -193,6 +197,7 @@ class Runner:
         self.progress = progress
         self.pool = SystemPool(self.settings)
         self._judge: Judge | None = None
+        self._voters: list[Judge] | None = None
         self._user: UserSimulator | None = None
         self._embedder = None
         self.stats = {"steps": 0, "reply_calls": 0, "replies": 0, "judge_calls": 0}
@@ -207,6 +212,25 @@ class Runner:
                                 seed=self.config.seed)
             self._user = UserSimulator(backend, max_tokens=j.user_max_tokens, seed=self.config.seed)
         return self._judge
+
+    @property
+    def voters(self) -> list[Judge]:
+        """``judge`` then every extra judge of ``judges`` (one entry when there are none)."""
+        if self._voters is None:
+            extra = []
+            for j in self.config.judges:
+                backend = self.pool.backend(j.backend, j.model)
+                extra.append(Judge(backend, method=j.method, retries=j.retries, max_tokens=j.max_tokens,
+                                   seed=self.config.seed))
+            self._voters = [self.judge, *extra]
+        return self._voters
+
+    def pairwise(self, triples: list[tuple[Context, str, str]]) -> list[Verdict]:
+        """Verdicts for ``triples``: the judge's own, or the vote of all judges."""
+        if not self.config.judges:
+            return self.judge.pairwise(triples)
+        per_judge = [j.pairwise(triples) for j in self.voters]
+        return [vote([vs[i] for vs in per_judge]) for i in range(len(triples))]
 
     @property
     def user(self) -> UserSimulator:
@@ -403,9 +427,9 @@ class Runner:
             orders.append((a, b))
             triples.append((m.ctx, ra, rb))
             swaps.append(m.rng.random() < cfg.both_orders)
-        verdicts = self.judge.pairwise(triples)
+        verdicts = self.pairwise(triples)
         swap_idx = [i for i, s in enumerate(swaps) if s]
-        swapped = self.judge.pairwise([(triples[i][0], triples[i][2], triples[i][1]) for i in swap_idx]) if swap_idx else []
+        swapped = self.pairwise([(triples[i][0], triples[i][2], triples[i][1]) for i in swap_idx]) if swap_idx else []
         self.stats["judge_calls"] += 1 + bool(swap_idx)
         swap_of = dict(zip(swap_idx, swapped))
         for i, m in enumerate(ms):
