@@ -79,10 +79,10 @@ _PRONOUN_ONLY = re.compile(r"^(?:[Hh]e|[Ss]he|I)$")
 VERBS_ZH = ("说道|笑道|叫道|喊道|问道|答道|骂道|叹道|喝道|应道|嚷道|哭道|怒道|吼道|回答道|回道|接口道|"
             "笑着说|回答|道|说|问|答|喊|嚷|吼")
 _ZH_PREFIX = re.compile(r"^(?:那|这|只见|却说|只听得|只听|听得|当下|于是|随即|旁边|此时|这时|那时|忽然|突然|原来|"
-                        r"一旁的|一旁|又|便|却|就|也|才|都|早有|只有)+")
+                        r"一旁的|一旁|一个|一位|一只|那个|这个|又|便|却|就|也|才|都|早有|只有)+")
 _ZH_SUFFIX = re.compile(r"(?:闻言|听了|见了|听说|听罢|见状|看了|回头|转身|上前|近前|起身|点头|摇头|合掌|拱手|笑嘻嘻地|"
                         r"笑嘻嘻|笑着|冷笑|大笑|微笑|苦笑|陪笑|笑|大叫|高叫|叫|大喝|喝|叹气|叹|哭着|哭|大怒|怒|大喜|欢喜|喜|"
-                        r"大惊|惊|连忙|急忙|慌忙|忙|急|低声|高声|轻声|大声|小声|又|也|便|才|却|就|都|只|接着|随即|"
+                        r"大惊|惊|慌了|慌|冷|连忙|急忙|慌忙|忙|急|低声|高声|轻声|大声|小声|又|也|便|才|却|就|都|只|接着|随即|"
                         r"方|遂|乃|即|一面|地|着|了|对他|对她|向他|向她)+$")
 _ZH_OBJ = re.compile(r"(?:对|向|与|和|跟|朝|问|叫|拉着|指着|望着|看着)")
 _ZH_TAG_BEFORE = re.compile(rf"(?P<verb>{VERBS_ZH})\s*[：:，,]?\s*$")
@@ -135,12 +135,25 @@ def discover(text: str, cast: Cast, *, language: str) -> None:
     if language == "zh":
         for m in re.finditer(rf"([^“”「」『』\n。！？!?]{{1,24}}?)(?:{VERBS_ZH})\s*[：:，,]?\s*[“「]", text):
             name, _g = zh_subject(m.group(1))
-            if name and name not in _PRON_ZH and name not in ("我", "你", "他们", "她们", "我们", "大家", "众人"):
+            if name and name[0] not in "他她我你它" and name not in ("大家", "众人"):
                 cast.add(name)
         for m in re.finditer(rf"[”」]\s*([^，。！？；：“”「」『』\s]{{1,10}}?)(?:{VERBS_ZH})\s*[。，,！!]", text):
             name, _g = zh_subject(m.group(1))
-            if name and name not in _PRON_ZH and name != "我":
+            if name and name[0] not in "他她我你它":
                 cast.add(name)
+        # Colon beats: 陈默笑了：“…” — a name opening the clause before a colon and a quote.
+        for m in re.finditer(r"(?:^|[。！？\n”」])([\u4e00-\u9fff]{2,4}?)(?:[^。！？“”「」\n]{0,12})[：:]\s*[“「]", text):
+            cand = _ZH_PREFIX.sub("", m.group(1))
+            if 2 <= len(cand) <= 4 and cand[0] not in "他她我你它这那" and cand not in cast.counts \
+                    and not any(cand in n or n in cand for n in cast.counts) and text.count(cand) >= 3:
+                cast.add(cand, 2)
+        # subtle: a candidate that extends a more frequent one ("八戒慌" of 八戒慌了) is that one.
+        names = sorted(cast.counts, key=len)
+        for n in names:
+            for m2 in names:
+                if len(m2) < len(n) and n.startswith(m2) and cast.counts[m2] >= 2:
+                    cast.counts[m2] += cast.counts.pop(n)
+                    break
         return
     pats = [re.compile(rf"[”\"’]\s*,?\s*(?:{VERBS_EN})\s+(?P<n>{NAME_EN})"),
             re.compile(rf"[”\"’,]\s*(?P<n>{NAME_EN})\s+(?:\w+ly\s+)?(?:{VERBS_EN})\b"),
@@ -150,6 +163,11 @@ def discover(text: str, cast: Cast, *, language: str) -> None:
             name = clean_name_en(m.group("n"))
             if name:
                 cast.add(name)
+    # Titled names in narration (Mrs. Pemberton, Captain Brandt) are people even when untagged.
+    for m in re.finditer(rf"\b(?:{_TITLE})\.?\s+[A-Z][a-z'’-]+(?:\s+[A-Z][a-z'’-]+)?", text):
+        name = clean_name_en(m.group(0))
+        if name and len(name.split()) >= 2:
+            cast.add(name)
 
 
 def clean_name_en(name: str) -> str:
@@ -304,18 +322,29 @@ class ProseAttributor:
         last_mentions: list[str] = []    # names mentioned in the narration of earlier paragraphs
         open_speaker: str | None = None
         reset_len = 120 if self.zh else 250
+        self.first_person = False
+        self.lead: str | None = None
         for par in paragraphs:
             segs = split_quotes(par)
+            narr_all = " ".join(s.text for s in segs if not s.quote)
+            if self.cast.narrator and re.search(r"我" if self.zh else r"\b(?:I|me|my)\b", narr_all):
+                self.first_person = True
             if not any(s.quote for s in segs):
                 text = par.strip()
                 if text:
                     out.append(Line(text))
                     ms = [n for _p, n in self.mentions(text)]
+                    if len(set(ms)) == 1:
+                        self._gender_votes(ms[0], text)
                     last_mentions = (last_mentions + ms)[-6:]
                     if len(text) > reset_len:
                         recent, run = [], 0
                 open_speaker = None
                 continue
+            self.lead = None
+            if not recent and out and not out[-1].quote:
+                ms = {n for _p, n in self.mentions(out[-1].text)}
+                self.lead = next(iter(ms)) if len(ms) == 1 else None
             lines, speakers = self._paragraph(segs, recent=recent, run=run, last_mentions=last_mentions,
                                               open_speaker=open_speaker)
             out.extend(lines)
@@ -403,19 +432,30 @@ class ProseAttributor:
         addressed = self.addressed(segs[i].text)
         if pron in ("I", "我"):
             return self.cast.narrator, 0.9
-        for _pos, name in reversed(self.mentions(before)):
-            if self.cast.fits(name, pron) and name not in addressed:
-                return name, 0.75
         # subtle: "“…,” he said to Holmes" names the listener after the tag, not the speaker.
         listeners = {n for _p, n in self.mentions(after_tag)}
-        if len(recent) >= 2 and recent[-1] and recent[-2] and recent[-1] != recent[-2]:
-            other = recent[-2]
-            if self.cast.fits(other, pron) and other not in addressed and other not in listeners:
-                return other, 0.7
+        bad = addressed | listeners
+
+        def fit(name: str | None) -> int:  # 2: known gender fits, 1: unknown, 0: cannot be
+            if not name or name in bad or not self.cast.fits(name, pron):
+                return 0
+            return 2 if self.cast.gender(name) else 1
+
+        for _pos, name in reversed(self.mentions(before)):
+            if fit(name):
+                return name, 0.75 if fit(name) == 2 else 0.7
+        last = recent[-1] if recent else None
+        other = recent[-2] if len(recent) >= 2 and recent[-2] != last else None
+        if other is None and last and self.first_person and last != self.cast.narrator:
+            other = self.cast.narrator
+        if other and fit(other) == 2:
+            return other, 0.7
+        if other and fit(other) == 1 and fit(last) < 2:
+            return other, 0.58  # gender unknown: kept, but below the default bar
+        if last and fit(last) == 2 and fit(other) == 0:
+            return last, 0.65  # only the last speaker fits: the same person goes on
         for name in reversed(last_mentions):
-            if recent and name == recent[-1]:
-                continue
-            if self.cast.fits(name, pron) and name not in addressed and name not in listeners:
+            if name != last and fit(name) == 2:
                 return name, 0.6
         return None, 0.0
 
@@ -432,10 +472,14 @@ class ProseAttributor:
             who = self._beat(s.text)
             if who and who not in addressed:
                 return who, "beat", 0.7
-        if len(recent) >= 2 and recent[-1] and recent[-2] and recent[-1] != recent[-2]:
-            other = recent[-2]
-            if other not in addressed:
-                return other, "alternation", max(0.55, 0.65 - 0.01 * run)
+        if self.lead and self.lead not in addressed:
+            return self.lead, "beat", 0.62  # the one person the narration just named opens the exchange
+        last = recent[-1] if recent else None
+        other = recent[-2] if len(recent) >= 2 and recent[-2] != last else None
+        if other is None and last and self.first_person and last != self.cast.narrator:
+            other = self.cast.narrator  # a first-person narrator is the other half of the exchange
+        if last and other and other not in addressed:
+            return other, "alternation", max(0.55, 0.65 - 0.01 * run)
         return None, "unresolved", 0.0
 
     def _beat(self, narration: str) -> str | None:

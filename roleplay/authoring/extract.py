@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,44 +103,62 @@ def extract(book: str | Path | Book, *, character: str | None = None, aliases: l
     """
     if not isinstance(book, Book):
         book = read_book(book)
-    if language not in ("auto", "en", "zh"):
-        raise CardError(f"unknown language {language!r}; use auto, en or zh", field="language")
-    text = book.text
-    if not text.strip():
-        raise CardError("the book holds no text", file=book.source or None)
-    lang = detect_language(text) if language == "auto" else language
-    script = book.kind == "subtitles" or looks_like_script(text)
-    kind = book.kind if book.kind != "prose" else ("play" if script else "prose")
-    cast = Cast(character=character, aliases=list(aliases), narrator=narrator)
-    if script:
-        discover_script(text, cast)
-    else:
-        discover(text, cast, language=lang)
-    cast.finish()
-    out = Extraction(title=book.title, source=book.source, kind=kind, encoding=book.encoding, language=lang,
-                     character=character.strip() if character else None, aliases=list(aliases), chars=len(text),
-                     book_text=text)
-    attributor = None if script else ProseAttributor(cast, language=lang)
+    run = Attribution(book, character=character, aliases=aliases, language=language, narrator=narrator)
+    out = Extraction(title=book.title, source=book.source, kind=run.kind, encoding=book.encoding,
+                     language=run.language, character=character.strip() if character else None,
+                     aliases=list(aliases), chars=len(book.text), book_text=book.text)
     names = {out.character} if out.character else set()
-    name_re = _name_pattern([character, *aliases], zh=lang == "zh") if character else None
-    total = len(book.chapters) if book.chapters else count_chapters(text)
+    name_re = _name_pattern([character, *aliases], zh=run.language == "zh") if character else None
     from tqdm import tqdm
 
-    bar = tqdm(total=total, unit="chapter", disable=not progress, file=sys.stderr, desc="extracting",
+    bar = tqdm(total=run.total, unit="chapter", disable=not progress, file=sys.stderr, desc="extracting",
                mininterval=0.5)
     try:
-        for ch in chapters(text, given=book.chapters or None):
-            out.chapters += 1
-            for paras in scene_texts(ch.text):
-                out.scenes += 1
-                lines = script_scene(paras, cast) if script else attributor.scene(paras)
-                _collect(out, lines, names=names, name_re=name_re, min_confidence=min_confidence, lang=lang)
-            bar.update(1)
+        last = -1
+        for chapter, lines in run.scenes():
+            if chapter != last:
+                out.chapters += 1
+                if last >= 0:
+                    bar.update(1)
+                last = chapter
+            out.scenes += 1
+            _collect(out, lines, names=names, name_re=name_re, min_confidence=min_confidence, lang=run.language)
+        bar.update(max(0, run.total - bar.n))
     finally:
         bar.close()
+    cast = run.cast
     if character:
         out.forms = sorted({f for f in cast.counts if cast.canonical(f) == out.character} - {out.character})
     return out
+
+
+class Attribution:
+    """One book's quotes attributed scene by scene: `scenes` yields ``(chapter index, lines)`` lazily."""
+
+    def __init__(self, book: Book, *, character: str | None = None, aliases: list[str] | tuple[str, ...] = (),
+                 language: str = "auto", narrator: str = "I") -> None:
+        if language not in ("auto", "en", "zh"):
+            raise CardError(f"unknown language {language!r}; use auto, en or zh", field="language")
+        text = book.text
+        if not text.strip():
+            raise CardError("the book holds no text", file=book.source or None)
+        self.book = book
+        self.language = detect_language(text) if language == "auto" else language
+        self.script = book.kind == "subtitles" or looks_like_script(text)
+        self.kind = book.kind if book.kind != "prose" else ("play" if self.script else "prose")
+        self.cast = Cast(character=character, aliases=list(aliases), narrator=narrator)
+        if self.script:
+            discover_script(text, self.cast)
+        else:
+            discover(text, self.cast, language=self.language)
+        self.cast.finish(min_count=2 if self.language == "zh" and not self.script else 1)
+        self.attributor = None if self.script else ProseAttributor(self.cast, language=self.language)
+        self.total = len(book.chapters) if book.chapters else count_chapters(text)
+
+    def scenes(self) -> Iterator[tuple[int, list[Line]]]:
+        for ch in chapters(self.book.text, given=self.book.chapters or None):
+            for paras in scene_texts(ch.text):
+                yield ch.index, (script_scene(paras, self.cast) if self.script else self.attributor.scene(paras))
 
 
 def _name_pattern(names: list[str | None], *, zh: bool) -> re.Pattern | None:
