@@ -163,3 +163,20 @@ def test_leave_one_scene_out_on_the_real_engine(small_settings, backend, tmp_pat
         assert not set(rec["story_ids"]) & scene_ids[item], item  # …and never returned the held-out scene
         assert item.split(":", 1)[1].rsplit(":", 1)[0] not in rec["story_sources"]
     assert summary["metrics"]["engine"]["semantic"]["n"] == 6
+
+
+def test_the_eval_tab_shows_a_canon_report(tmp_path, backend):
+    """The web UI's Eval tab reads a canon run folder (made here by the planted systems)."""
+    from gradio_client import Client
+
+    from support import running_webui
+
+    home = tmp_path / "ui-home"
+    home.mkdir()
+    with running_webui(home, backend) as (url, settings):
+        canon_run(["ada"], systems=[NoisyCanon(), OtherSpeaker()], n=4, settings=settings,
+                  out_dir=settings.home / "runs" / "planted").run()
+        client = Client(url, verbose=False)
+        assert "/eval_canon" in client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+        report, *_ = client.predict("planted", api_name="/eval_report")
+    assert "noisy-canon minus other-speaker" in report and "semantic sim." in report

@@ -5,7 +5,9 @@ feeds Gradio's progress bar) and the report helpers (`write_report`, `render_mar
 `plots`, `read_results`). Runs go to ``ROLEPLAY_HOME/runs/<name>`` and resume like the CLI:
 re-running the same settings into the same folder skips finished matches. A run blocks one
 worker for its whole length, which is fine for a local tool; long runs belong on the CLI.
-Transcript text is escaped before display.
+Transcript text is escaped before display. The report's headline carries the judge
+reliability gate; canon-continuation runs (`roleplay.evaluation.canon`, judge-free) run
+from the same tab and show their own report (reference metrics with intervals).
 """
 from __future__ import annotations
 
@@ -67,6 +69,11 @@ def build(engine: "Engine") -> None:
         turns = gr.Number(value=1, precision=0, minimum=1, maximum=20, label="Turns per item")
         max_tokens = gr.Number(value=48, precision=0, minimum=8, maximum=1024, label="Max tokens per reply")
         run_btn = gr.Button("Run evaluation", variant="primary", elem_id="eval-run")
+    with gr.Row():
+        canon_ids = gr.Textbox(label="Canon continuation: character ids (judge-free)", value="sherlock", scale=3,
+                               info="the candidate and baseline continue these characters' own scenes")
+        canon_n = gr.Number(value=2, precision=0, minimum=1, maximum=200, label="Cut points per character")
+        canon_btn = gr.Button("Run canon", elem_id="eval-canon")
     status = gr.Markdown("", elem_id="eval-status")
     report = gr.Markdown("", elem_id="eval-report")
     charts = gr.Gallery(label="Plots", columns=2, height=320, allow_preview=True, interactive=False)
@@ -81,6 +88,8 @@ def build(engine: "Engine") -> None:
         return sorted(p.name for p in runs_dir.glob("*") if (p / "results.jsonl").is_file())
 
     def show_report(name: str | None):
+        import json
+
         from PIL import Image
 
         from roleplay.evaluation.report import plots, render_markdown, write_report
@@ -88,6 +97,18 @@ def build(engine: "Engine") -> None:
 
         if not name:
             return "", [], gr.update(choices=[]), ""
+        summary_file = runs_dir / name / "summary.json"
+        try:
+            kind = json.loads((runs_dir / name / "run.json").read_text(encoding="utf-8")).get("runner")
+        except (OSError, ValueError):
+            kind = None
+        if kind == "reference":  # canon or a benchmark file: its own report, no transcripts
+            from roleplay.evaluation import reference
+
+            if not summary_file.is_file():
+                return "⚠ this run has no summary yet; run it again to finish it", [], gr.update(choices=[]), ""
+            return reference.render_markdown(json.loads(summary_file.read_text(encoding="utf-8"))), [], \
+                gr.update(choices=[], value=None), ""
         try:
             summary = write_report(runs_dir / name)
         except RoleplayError as exc:
@@ -129,6 +150,22 @@ def build(engine: "Engine") -> None:
         return (f"Finished: `{html.text(runs_dir / name)}`", md, images,
                 gr.update(choices=existing_runs(), value=name), matches)
 
+    def run_canon(ids: str, n: float, cand: str, base: str, mx: float, progress=gr.Progress(track_tqdm=True)):
+        from roleplay.evaluation.canon import canon_run
+
+        cards = [c for c in re.split(r"[\s,]+", ids or "") if c]
+        name = re.sub(r"[^A-Za-z0-9_.+-]+", "_", f"canon-{'-'.join(cards)}-{cand}-vs-{base}-n{int(n or 1)}")[:120]
+        try:
+            canon_run(cards, systems=[cand, base], n=int(n or 1), settings=engine.settings, out_dir=runs_dir / name,
+                      max_tokens=int(mx or 48), progress=True).run()
+        except RoleplayError as exc:
+            return f"<span class='error-text'>⚠ {html.text(exc)}</span>", "", [], gr.update(), gr.update()
+        md, images, matches, _ = show_report(name)
+        return (f"Finished: `{html.text(runs_dir / name)}`", md, images,
+                gr.update(choices=existing_runs(), value=name), matches)
+
+    canon_btn.click(run_canon, [canon_ids, canon_n, candidate, baseline, max_tokens],
+                    [status, report, charts, run_dd, match_dd], api_name="eval_canon")
     run_btn.click(run, [suite, candidate, baseline, mode, method, judge_model, limit, turns, max_tokens],
                   [status, report, charts, run_dd, match_dd], api_name="eval_run")
     run_dd.focus(lambda: gr.update(choices=existing_runs()), None, run_dd, api_name="eval_runs")

@@ -93,6 +93,10 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.report import write_report
 
     if args.target[0] == "report" and len(args.target) == 2 and not Path("report").exists():
+        reference = _reference_summary(Path(args.target[1]))
+        if reference is not None:  # a canon/benchmark run: its summary is complete when it finishes
+            cli.emit(args, reference, lambda: _reference_text(reference))
+            return 0
         summary = write_report(Path(args.target[1]))
         cli.emit(args, summary, lambda: _text(summary, Path(args.target[1])))
         return 0
@@ -136,6 +140,24 @@ def _reference(args: argparse.Namespace) -> dict:
             raise ConfigError("give one benchmark, e.g. `roleplay eval rolebench:test.jsonl`")
         run = benchmark_run(args.target[0], out_dir=args.output, limit=args.limit, turns=args.turns, **common)
     return run.run()
+
+
+def _reference_summary(run_dir: Path) -> dict | None:
+    """The summary of a reference (canon or benchmark) run folder, None for a pairwise/score run."""
+    import json
+
+    from ..errors import ConfigError
+
+    try:
+        meta = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if meta.get("runner") != "reference":
+        return None
+    try:
+        return json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise ConfigError(f"{run_dir}: the run has no summary yet; run the same command again to finish it") from None
 
 
 def _reference_text(summary: dict) -> str:

@@ -267,7 +267,7 @@ class RefRun:
             if old.get("fingerprint") not in (None, fp):
                 raise ConfigError(f"{self.out_dir} holds a run with different settings; "
                                   "choose another output folder (-o) or delete that one")
-        meta = {"fingerprint": fp, "kind": "reference", "suite": self.name, "max_tokens": self.max_tokens,
+        meta = {"fingerprint": fp, "runner": "reference", "suite": self.name, "max_tokens": self.max_tokens,
                 "seed": self.seed, "systems": {s.name: _system_meta(s) for s in self.systems},
                 "items": len(self.items), **self.meta,
                 "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
