@@ -32,7 +32,8 @@ _MAGIC = {b"%PDF": "a PDF", b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG 
           b"\x7fELF": "a program", b"MZ": "a Windows program", b"PK\x03\x04": "a zip archive",
           b"\x1f\x8b": "a gzip archive", b"Rar!": "a RAR archive", b"7z\xbc\xaf": "a 7z archive",
           b"\xd0\xcf\x11\xe0": "an old Word/Office file", b"SQLite format": "a SQLite database"}
-_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+#: CJK ideographs with CJK and full-width punctuation (“”：，。！ are common in Chinese text).
+_CJK_TEXT = re.compile(r"[\u3400-\u9fff\uf900-\ufaff\u3000-\u303f\uff00-\uffef\u2010-\u2027]")
 
 
 @dataclass
@@ -114,16 +115,33 @@ def _decode(data: bytes, *, file: str | Path | None) -> tuple[str, str]:
             return data[: len(data) // 2 * 2].decode(enc), enc
         except UnicodeDecodeError:
             pass
-    if b"\x00" in head:
-        raise CardError("this is a binary file (it holds NUL bytes), not text; save the book as .txt (UTF-8)",
-                        file=file)
     try:
         text = data.decode("gb18030")
         wide = [ch for ch in text[:100_000] if ord(ch) > 127]
-        if wide and len(_CJK.findall("".join(wide))) >= 0.7 * len(wide):
+        if wide and len(_CJK_TEXT.findall("".join(wide))) >= 0.8 * len(wide) and "\x00" not in text:
             return text, "gb18030"
     except UnicodeDecodeError:
         pass
+    if len(data) % 2 == 0:
+        # UTF-16 without a BOM and with little ASCII (Chinese text): the byte order whose
+        # decoding is almost all CJK, punctuation and plain ASCII wins.
+        best = None
+        for enc in ("utf-16-le", "utf-16-be"):
+            try:
+                sample = data[:65536].decode(enc)
+            except UnicodeDecodeError:
+                continue
+            ok = len(_CJK_TEXT.findall(sample)) + sum(1 for ch in sample if " " <= ch <= "~" or ch in "\n\r\t")
+            if ok >= 0.97 * len(sample) and (best is None or ok > best[0]):
+                best = (ok, enc)
+        if best:
+            try:
+                return data.decode(best[1]), best[1]
+            except UnicodeDecodeError:
+                pass
+    if b"\x00" in head:
+        raise CardError("this is a binary file (it holds NUL bytes), not text; save the book as .txt (UTF-8)",
+                        file=file)
     import charset_normalizer
 
     best = charset_normalizer.from_bytes(head).best()
