@@ -180,3 +180,21 @@ def test_the_eval_tab_shows_a_canon_report(tmp_path, backend):
         assert "/eval_canon" in client.view_api(return_format="dict", print_info=False)["named_endpoints"]
         report, *_ = client.predict("planted", api_name="/eval_report")
     assert "noisy-canon minus other-speaker" in report and "semantic sim." in report
+
+
+def test_cli_canon_on_the_real_model(tmp_path, backend, capsys):
+    from roleplay.cli import main
+
+    out = tmp_path / "cli"
+    assert main(["eval", "canon", "sunwukong", "--systems", "plain,no-retrieval", "--n", "2", "--max-tokens", "4",
+                 "--no-progress", "-o", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["items"] == 2 and summary["characters"] == ["sunwukong"]
+    assert summary["metrics"]["plain"]["chrf"]["n"] == 2
+    assert summary["comparisons"][0]["system"] == "plain"
+    assert main(["eval", "report", str(out), "--json"]) == 0          # a reference run reports from its summary
+    assert json.loads(capsys.readouterr().out)["items"] == 2
+    assert main(["eval", "canon"]) == 2
+    assert "name the characters" in capsys.readouterr().err
+    assert main(["eval", "canon", "sherlock", "--systems", "engine,bogus", "-o", str(tmp_path / "x")]) == 2
+    assert "unknown system 'bogus'" in capsys.readouterr().err
