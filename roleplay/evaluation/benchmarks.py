@@ -43,7 +43,7 @@ from ..cards.yaml_io import atomic_write
 from ..config import Settings
 from ..errors import ConfigError
 from .reference import RefItem, RefRun, resolve_systems
-from .suite import profile_character
+from .suite import jsonl_objects, profile_character
 
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 _THOUGHT = re.compile(r"\[[^\[\]]*\]")
@@ -55,32 +55,24 @@ def _lang(*texts: str) -> str:
     return "zh" if len(_CJK.findall(text)) > 0.2 * max(1, len(text.strip())) else "en"
 
 
-def _load_json(path: Path, *, what: str) -> Any:
+def _text(path: Path, *, what: str) -> str:
     if not path.is_file():
         raise ConfigError(f"{path}: no such file ({what})")
     try:
-        return json.loads(path.read_text(encoding="utf-8-sig"))
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg} (column {exc.colno})") from None
+        return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text; save it as UTF-8") from None
 
 
-def _load_jsonl(path: Path) -> list[tuple[int, dict]]:
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such file")
-    out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path}:{n}: invalid JSON: {exc.msg} (column {exc.colno})") from None
-        if not isinstance(obj, dict):
-            raise ConfigError(f"{path}:{n}: each line must be a JSON object")
-        out.append((n, obj))
-    return out
+def _load_json(path: Path, *, what: str) -> Any:
+    try:
+        return json.loads(_text(path, what=what))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg} (column {exc.colno})") from None
+
+
+def _load_jsonl(path: Path, *, what: str) -> list[tuple[int, dict]]:
+    return jsonl_objects(_text(path, what=what), file=str(path))
 
 
 def _field(obj: dict, key: str, *, where: str, kind: type = str) -> Any:
@@ -189,7 +181,7 @@ def _export_charactereval(run: RefRun, rows: list[dict]) -> None:
 def read_rolebench(path: Path, *, limit: int | None = None) -> list[RefItem]:
     """Items from a RoleBench JSONL file (see module doc)."""
     path = Path(path)
-    lines = _load_jsonl(path)
+    lines = _load_jsonl(path, what="RoleBench questions")
     descs: dict = {}
     desc_file = path.parent / "desc.json"
     if desc_file.is_file():

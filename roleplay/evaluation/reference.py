@@ -41,11 +41,9 @@ from ..config import Settings
 from ..errors import ConfigError, RoleplayError
 from . import metrics as M
 from .overlap import chrf, rouge_l
+from .runner import RESULTS, append_record, prepare_run_folder, read_results
 from .stats import cluster_bootstrap_ci, paired_comparison
 from .systems import SystemPool, SystemSpec, resolve_system
-
-RESULTS = "results.jsonl"
-RUN_FILE = "run.json"
 
 #: Metrics in report order: key -> (label, higher is better).
 METRICS: dict[str, tuple[str, bool]] = {
@@ -213,7 +211,7 @@ class RefRun:
         try:
             for chunk in _chunks(todo, self.batch_size):
                 for (item, system), gen in zip(chunk, self._generate(chunk)):
-                    _append(self.out_dir / RESULTS, {"key": _key(item, system), "item": item.id,
+                    append_record(self.out_dir / RESULTS, {"key": _key(item, system), "item": item.id,
                                                      "system": system.name, "character": item.card.id,
                                                      "text": gen.text, "story_ids": gen.story_ids,
                                                      "story_sources": gen.story_sources,
@@ -256,23 +254,9 @@ class RefRun:
         return [out[n] for n in range(len(chunk))]
 
     def _prepare(self) -> None:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        run_file = self.out_dir / RUN_FILE
-        fp = self.fingerprint()
-        if run_file.is_file():
-            try:
-                old = json.loads(run_file.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, OSError):
-                old = {}
-            if old.get("fingerprint") not in (None, fp):
-                raise ConfigError(f"{self.out_dir} holds a run with different settings; "
-                                  "choose another output folder (-o) or delete that one")
-        meta = {"fingerprint": fp, "runner": "reference", "suite": self.name, "max_tokens": self.max_tokens,
-                "seed": self.seed, "systems": {s.name: _system_meta(s) for s in self.systems},
-                "items": len(self.items), **self.meta,
-                "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        atomic_write(run_file, json.dumps(meta, ensure_ascii=False, indent=2))
-        _repair(self.out_dir / RESULTS)
+        meta = {"runner": "reference", "suite": self.name, "max_tokens": self.max_tokens, "seed": self.seed,
+                "systems": {s.name: _system_meta(s) for s in self.systems}, "items": len(self.items), **self.meta}
+        prepare_run_folder(self.out_dir, self.fingerprint(), meta)
 
     # ------------------------------------------------------------ scoring
     def scored(self) -> list[dict]:
@@ -345,35 +329,8 @@ def _chunks(xs: list, n: int) -> list[list]:
 
 
 def read_records(run_dir: Path) -> list[dict]:
-    """Records in ``results.jsonl``; a torn last line (crash mid-write) is dropped."""
-    path = Path(run_dir) / RESULTS
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(rec, dict) and "key" in rec:
-            out.append(rec)
-    return out
-
-
-def _repair(path: Path) -> None:
-    if path.is_file():
-        data = path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            atomic_write(path, data[: data.rfind(b"\n") + 1])
-
-
-def _append(path: Path, record: dict) -> None:
-    import os
-
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    """This run's reply records (``results.jsonl``; a torn last line is dropped)."""
+    return [r for r in read_results(run_dir) if isinstance(r, dict) and "key" in r]
 
 
 # ---------------------------------------------------------------- summary and report

@@ -166,6 +166,24 @@ def read_results(run_dir: Path) -> list[dict]:
     return out
 
 
+def prepare_run_folder(out_dir: Path, fingerprint: str, meta: dict) -> None:
+    """Create or reopen a run folder: refuse one made with other settings, (re)write
+    ``run.json`` with ``meta``, and drop a torn last line of ``results.jsonl``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run_file = out_dir / RUN_FILE
+    if run_file.is_file():
+        try:
+            old = json.loads(run_file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, OSError):
+            old = {}
+        if old.get("fingerprint") not in (None, fingerprint):
+            raise ConfigError(f"{out_dir} holds a run with different settings; "
+                              "choose another output folder (-o) or delete that one")
+    meta = {"fingerprint": fingerprint, **meta, "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    atomic_write(run_file, json.dumps(meta, ensure_ascii=False, indent=2))
+    _repair_results(out_dir / RESULTS)
+
+
 def _repair_results(path: Path) -> None:
     """Drop a torn last line so appends start on a fresh line."""
     if not path.is_file():
@@ -175,7 +193,8 @@ def _repair_results(path: Path) -> None:
         atomic_write(path, data[: data.rfind(b"\n") + 1])
 
 
-def _append(path: Path, record: dict) -> None:
+def append_record(path: Path, record: dict) -> None:
+    """Append one JSON line, flushed and fsynced (a crash loses at most the line in flight)."""
     import os
 
     with open(path, "a", encoding="utf-8") as fh:
@@ -248,23 +267,10 @@ class Runner:
         return [[n, base] for n in names if n != base]
 
     def _prepare_folder(self) -> set[str]:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        run_file = self.out_dir / RUN_FILE
-        fp = self.config.fingerprint()
-        if run_file.is_file():
-            try:
-                old = json.loads(run_file.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, OSError):
-                old = {}
-            if old.get("fingerprint") not in (None, fp):
-                raise ConfigError(f"{self.out_dir} holds a run with different settings; "
-                                  "choose another output folder (-o) or delete that one")
-        meta = {"fingerprint": fp, "suite": self.suite.name, "config": self.config.model_dump(mode="json"),
+        meta = {"suite": self.suite.name, "config": self.config.model_dump(mode="json"),
                 "systems": {n: s.model_dump(mode="json") for n, s in self.specs.items()},
-                "settings": {"backend": self.settings.backend, "model": self.settings.model},
-                "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        atomic_write(run_file, json.dumps(meta, ensure_ascii=False, indent=2))
-        _repair_results(self.out_dir / RESULTS)
+                "settings": {"backend": self.settings.backend, "model": self.settings.model}}
+        prepare_run_folder(self.out_dir, self.config.fingerprint(), meta)
         return {r["key"] for r in read_results(self.out_dir) if "key" in r}
 
     def _new_match(self, item: SuiteItem, systems: list[str]) -> Match:
@@ -484,7 +490,7 @@ class Runner:
         if self.config.style_similarity:
             self._style_similarity(m)
         m.record["ended"] = time.time()
-        _append(self.out_dir / RESULTS, m.record)
+        append_record(self.out_dir / RESULTS, m.record)
 
     def _style_similarity(self, m: Match) -> None:
         recs = [t["replies"][s] for t in m.record["turns"] for s in m.systems]

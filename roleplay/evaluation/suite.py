@@ -134,8 +134,9 @@ def _suite_from_yaml(text: str, *, file: str, name: str) -> Suite:
     return suite
 
 
-def _suite_from_jsonl(text: str, *, file: str, name: str) -> Suite:
-    items: list[SuiteItem] = []
+def jsonl_objects(text: str, *, file: str) -> list[tuple[int, dict]]:
+    """``(line number, object)`` for each non-blank line; an error names the file and line."""
+    out: list[tuple[int, dict]] = []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -145,6 +146,13 @@ def _suite_from_jsonl(text: str, *, file: str, name: str) -> Suite:
             raise ConfigError(f"{file}:{n}: invalid JSON: {exc.msg} (column {exc.colno})") from None
         if not isinstance(obj, dict):
             raise ConfigError(f"{file}:{n}: each line must be a JSON object")
+        out.append((n, obj))
+    return out
+
+
+def _suite_from_jsonl(text: str, *, file: str, name: str) -> Suite:
+    items: list[SuiteItem] = []
+    for n, obj in jsonl_objects(text, file=file):
         try:
             if isinstance(obj.get("npc_profile"), dict) and "plot_recap" in obj:
                 items.append(item_from_rpbench_scene(obj, index=n - 1))
