@@ -172,8 +172,8 @@ def _first_sentence_with(text: str, name: str) -> str:
 
 def facts(ex: Extraction) -> dict[str, Any]:
     """Everything the persona/scenario templates (rule-based or LLM) are given."""
-    return {"char": ex.character, "title": ex.title or "the book", "aliases": [a for a in ex.aliases + ex.forms
-                                                                               if a != ex.character],
+    return {"char": ex.character, "title": ex.title or "the book",
+            "aliases": [a for a in dict.fromkeys(ex.aliases + ex.forms) if a != ex.character],
             "line_count": len(ex.lines), "words": frequent_words(ex), "samples": sample_lines(ex),
             "descriptions": ex.descriptions[:6], "gestures": _top_gestures(ex),
             "partners": [n for n, _c in ex.speakers.most_common(6) if n != ex.character][:4],
@@ -224,9 +224,11 @@ def _llm_draft(composer, backend, info, lang, persona, scenario, greetings, *, m
     from ..backends.base import SamplingParams
 
     prompt = composer.render("author_llm", lang, **info)
-    text = backend.generate([{"role": "user", "content": prompt}],
+    # subtle: the answer is prefilled with its first label, so even a small model starts in the format.
+    head = "人设：" if lang == "zh" else "PERSONA:"
+    text = backend.generate([{"role": "user", "content": prompt}, {"role": "assistant", "content": head}],
                             SamplingParams(max_tokens=max_tokens, temperature=0.3, seed=1))
-    fields = parse_llm_fields(text)
+    fields = parse_llm_fields(head + text)
     return (fields.get("persona") or persona, fields.get("scenario") or scenario,
             [fields["greeting"]] + greetings[:1] if fields.get("greeting") else greetings)
 
