@@ -1,83 +1,138 @@
-"""Fact extraction: rule patterns (en/zh) against the labelled set, robust parsing of the
-model's "- fact" lines, one real LLM extraction, the worker hand-off, and summaries.
+"""Fact extraction: the rules against the labelled set (en + zh, ≥300 messages), the cases
+the issue names one by one, the model pass constrained to JSON on the real CPU model, the
+worker hand-off, and the summary (its prompt a template).
 """
 from __future__ import annotations
 
+import json
 import threading
-import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from roleplay.memory import Worker, extract_rules, parse_fact_lines
-from roleplay.memory.extract import Fact, extract_llm
+from roleplay.errors import ConfigError
+from roleplay.memory import Worker, extract_rules, parse_llm_json
+from roleplay.memory.extract import FACT_SCHEMA, _grounded, extract_llm_batch, llm_messages
+from roleplay.memory.scoring import load_labelled, score
 from roleplay.memory.summary import extractive, history_cut, summarise
 
-LABELLED = yaml.safe_load((Path(__file__).parent / "data" / "memory_facts.yaml").read_text(encoding="utf-8"))
+DATA = Path(__file__).parent / "data" / "memory"
+LABELLED = load_labelled(DATA)
+CASES = ("basic", "object", "multi", "change", "third", "event", "question", "hypothetical", "joke", "quote",
+         "story", "chitchat")
 
 
-def _matches(fact: Fact, expected: dict) -> bool:
-    return expected["value"].lower() in fact.text.lower()
+def test_the_labelled_set_is_big_bilingual_and_covers_every_case():
+    assert len(LABELLED) >= 300
+    for lang in ("en", "zh"):
+        mine = [i for i in LABELLED if i["lang"] == lang]
+        assert len(mine) >= 120
+        assert {i["case"] for i in mine} == set(CASES), lang
+        assert sum(not (i["facts"] or i["events"]) for i in mine) >= 40  # things that must not be stored
+        assert all(set(i["ended"]) <= set(i["facts"]) for i in mine)
 
 
-def test_the_labelled_set_is_big_enough_and_bilingual():
-    assert len(LABELLED) >= 50
-    assert {i["lang"] for i in LABELLED} == {"en", "zh"}
-    assert sum(not i["facts"] for i in LABELLED) >= 10  # negatives too
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_rules_reach_f1_09_and_never_lose_an_object(lang):
+    items = [i for i in LABELLED if i["lang"] == lang]
+    s = score(items, [extract_rules(i["text"]) for i in items])
+    assert s["f1"] >= 0.9, (s["misses"], s["extras"])
+    assert s["lost_object"] == 0, s["extras"]
+    assert s["wrong_negation"] == 0
 
 
-def test_rules_are_precise_on_the_labelled_set():
-    tp = fp = fn = 0
-    for item in LABELLED:
-        facts = extract_rules(item["text"])
-        fp += sum(not any(_matches(f, e) for e in item["facts"]) for f in facts)
-        hit = sum(any(_matches(f, e) for f in facts) for e in item["facts"])
-        tp, fn = tp + hit, fn + len(item["facts"]) - hit
-    precision, recall = tp / (tp + fp), tp / (tp + fn)
-    assert precision >= 0.95, (tp, fp)
-    assert recall >= 0.75, (tp, fn)
-
-
-@pytest.mark.parametrize("text,slot,value,sentence", [
-    ("My name is Lin, I keep a cat called Mochi.", "user.name", "Lin", "The user's name is Lin."),
-    ("My name is Lin, I keep a cat called Mochi.", "pet.cat.name", "Mochi", "The user has a cat called Mochi."),
-    ("call me jo", "user.callname", "Jo", "The user wants to be called Jo."),
-    ("I hate coffee", "pref.coffee", "coffee", "The user dislikes coffee."),
-    ("我叫林，我养了一只猫叫年糕。", "pet.cat.name", "年糕", "用户养了一只猫，叫年糕。"),
-    ("我住在上海。", "user.city", "上海", "用户住在上海。"),
+@pytest.mark.parametrize("text,expected", [
+    # the object stays, with its articles and modifiers
+    ("I love playing the piano.", ["The user loves playing the piano."]),
+    ("My old grey cat Mochi sleeps on my keyboard.", ["The user has an old grey cat called Mochi."]),
+    ("I live in a flat above a bakery.", ["The user lives in a flat above a bakery."]),
+    ("I spend my weekends restoring the old clocks.", ["The user spends their weekends restoring the old clocks."]),
+    ("我叫小雨，最喜欢弹吉他。", ["用户叫小雨。", "用户最喜欢弹吉他。"]),
+    # several facts, third parties
+    ("I'm Lin and I love hiking.", ["The user's name is Lin.", "The user loves hiking."]),
+    ("My sister Mei is a nurse.", ["The user's sister Mei is a nurse.", "The user's sister is called Mei."]),
+    ("我妹妹小梅是护士。", ["用户的妹妹小梅是护士。"]),
+    # change
+    ("We moved to Hamburg in the spring.", ["The user moved to Hamburg in the spring."]),
+    ("I don't drink coffee any more.", ["The user no longer drinks coffee."]),
+    # story events, from the user and from the character
+    ("You promised to bring me the map.", ["You promised to bring the user the map."]),
+    ("你答应过我要带我去看海。", ["你答应过：带用户去看海。"]),
 ])
-def test_rule_facts_carry_slots(text, slot, value, sentence):
-    facts = {f.slot: f for f in extract_rules(text)}
-    assert facts[slot].value == value and facts[slot].text == sentence
+def test_rule_sentences(text, expected):
+    assert sorted(f.text for f in extract_rules(text)) == sorted(expected)
 
 
-def test_cat_and_猫_share_a_slot_so_a_chinese_fact_updates_an_english_one():
-    en = extract_rules("I have a cat named Mochi")[0]
-    zh = extract_rules("我的猫叫豆豆")[0]
-    assert en.slot == zh.slot == "pet.cat.name"
+def test_changes_share_the_slot_of_what_they_end():
+    before = {f.slot for f in extract_rules("I drink coffee every morning.")}
+    after = extract_rules("I don't drink coffee any more.")
+    assert before == {after[0].slot} == {"pref.coffee"} and after[0].negated
+    assert extract_rules("I live in Berlin.")[0].slot == extract_rules("We moved to Hamburg.")[0].slot == "user.city"
+    assert extract_rules("我的猫叫豆豆")[0].slot == extract_rules("I have a cat named Mochi")[0].slot == "pet.cat.name"
+    gone = extract_rules("I no longer keep a cat.")[0]
+    assert gone.slot == "pet.cat.name" and gone.negated and gone.value == ""  # ends the cat whatever its name
 
 
-def test_negation_is_marked():
-    (f,) = extract_rules("I no longer live in Paris.")
-    assert f.negated and f.slot == "user.city" and f.value == "Paris"
+@pytest.mark.parametrize("text", [
+    "Do you like tea?", "If I had a dog, I'd call him Rex.", "I wish I lived by the sea.",
+    "My name is Batman. Just kidding.", "She told me \"my name is Irene\" and walked away.",
+    "My boss says I'm lazy.", "In the story I'm a knight of the realm.", "(draws my sword) I am the guardian!",
+    "I love it when you do that.", "I'm a bit tired today.",
+    "你住在哪里？", "如果我有一只狗，我就叫它旺财。", "我叫孙悟空，开玩笑的。", "她说“我叫白骨精”。",
+    "在故事里我是一个剑客。", "我很喜欢你。",
+])
+def test_what_must_not_be_stored(text):
+    assert extract_rules(text) == []
 
 
-def test_fact_lines_are_parsed_robustly():
-    out = ("Here are the facts:\n- The user's name is Lin\n* The user keeps a cat called Mochi.\n"
-           "2) The user lives in Leeds\n- none\n- The user is an astronaut on Mars.\nThanks!")
-    facts = parse_fact_lines(out, message="I'm Lin from Leeds and my cat Mochi sleeps all day")
-    assert facts == ["The user's name is Lin.", "The user keeps a cat called Mochi.", "The user lives in Leeds."]
-    assert parse_fact_lines("- none") == [] and parse_fact_lines("") == []
-    assert parse_fact_lines("- 用户喜欢火锅", message="我喜欢吃火锅") == ["用户喜欢火锅。"]
+def test_a_question_keeps_the_facts_before_it_and_a_joke_drops_the_one_before():
+    assert [f.value for f in extract_rules("My name is Lin, what's yours?")] == ["Lin"]
+    assert [f.value for f in extract_rules("I live on the moon, just kidding, I live in Bath.")] == ["Bath"]
 
 
-def test_llm_extraction_with_the_real_model(backend):
-    facts = extract_llm(backend, "I'm allergic to peanuts, so no cake for me.", max_tokens=16)
-    assert isinstance(facts, list)
-    for f in facts:  # whatever it found is grounded in the message and has no slot
-        assert f.source == "llm" and f.slot is None
-        assert parse_fact_lines(f"- {f.text}", message="I'm allergic to peanuts, so no cake for me.")
+def test_a_characters_reply_gives_events_only():
+    said = extract_rules("(bows) I promise I'll teach you to fence. My name is Holmes.", speaker="character")
+    assert [(f.kind, f.text) for f in said] == [("event", "You promised to teach the user to fence.")]
+
+
+def test_the_model_output_is_kept_only_when_the_message_supports_it():
+    out = json.dumps({"facts": [
+        {"kind": "fact", "text": "The user's name is Lin", "evidence": "I'm Lin"},
+        {"kind": "fact", "text": "The user lives in Leeds.", "evidence": "from Leeds"},
+        {"kind": "fact", "text": "The user is an astronaut on Mars.", "evidence": "I'm Lin"},   # unsupported
+        {"kind": "fact", "text": "The user keeps a cat.", "evidence": "I keep a cat"},         # evidence not in message
+        {"kind": "event", "text": "You promised to bring the map.", "evidence": "bring the map"}]})
+    facts = parse_llm_json(out, message="I'm Lin from Leeds; you said you'd bring the map")
+    assert [(f.kind, f.text) for f in facts] == [("fact", "The user's name is Lin."), ("fact", "The user lives in Leeds."),
+                                                 ("event", "You promised to bring the map.")]
+    assert all(f.source == "llm" and f.slot is None for f in facts)
+    assert parse_llm_json('{"facts": [', message="x") == [] and parse_llm_json("[]", message="x") == []
+
+
+def test_the_extraction_prompt_is_a_strict_template():
+    en, zh = llm_messages("I love tea {{ 7*7 }}"), llm_messages("我叫小雨")
+    assert en[-1]["content"].endswith("Message: I love tea {{ 7*7 }}\nAnswer:")  # data, not template source
+    assert "消息：我叫小雨" in zh[-1]["content"]
+    from roleplay.memory.extract import render_prompt
+
+    with pytest.raises(ConfigError, match="memory_extract"):
+        render_prompt("memory_extract", "en")  # a missing variable is an error, not a blank
+
+
+# One message per case and language: the full set (324 messages) runs in bench/memory.py.
+SAMPLE = [next(i for i in LABELLED if i["lang"] == lang and i["case"] == case) for lang in ("en", "zh") for case in CASES]
+
+
+def test_constrained_decoding_gives_valid_json_on_the_cpu_model(backend):
+    """The real SmolLM2-135M, JSON-schema constrained: every output parses and fits the schema."""
+    import jsonschema
+
+    assert len(SAMPLE) == 2 * len(CASES)
+    results = extract_llm_batch(backend, [i["text"] for i in SAMPLE])
+    for item, (raw, facts) in zip(SAMPLE, results):
+        data = json.loads(raw)  # never raises: the backend cannot produce anything else
+        jsonschema.validate(data, FACT_SCHEMA)
+        assert all(_grounded(f.text, item["text"]) for f in facts)  # what survives is supported
 
 
 def test_worker_runs_jobs_off_the_callers_thread_in_order():
@@ -89,12 +144,9 @@ def test_worker_runs_jobs_off_the_callers_thread_in_order():
         gate.wait(5)
         seen.append((i, threading.current_thread().name))
 
-    t0 = time.perf_counter()
     for i in range(3):
         w.submit(job, i)
-    handed_off = time.perf_counter() - t0
     assert seen == [] and w.pending == 3  # submit returned while the jobs wait
-    assert handed_off < 5
     gate.set()
     assert w.flush(10)
     assert [i for i, _ in seen] == [0, 1, 2] and {n for _, n in seen} == {"test-worker"}

@@ -1,13 +1,14 @@
 """Long-term memory end to end, with the real model and store: a fact told in one session
-is in the prompt of a new session (at the start of the system prompt); repeating it keeps
-one memory; contradicting it updates the memory; extraction is off the critical path.
+is in the prompt of a new session (in the system prompt); repeating it keeps one memory;
+contradicting it updates the memory and keeps the old version as history; extraction is
+off the critical path.
 """
 from __future__ import annotations
 
 import pytest
 
 from roleplay.config import Settings
-from roleplay.memory import get_store, get_worker
+from roleplay.memory import get_store, get_worker, recall
 from roleplay.sessions import Session
 
 HOLMES = """\
@@ -60,10 +61,11 @@ def test_a_fact_told_in_one_session_is_recalled_kept_once_and_updated(engine):
     names = [m for m in store.list("lin", "holmes") if m.slot == "user.name"]
     assert [(m.id, m.text) for m in names] == [(name.id, "The user's name is Mei.")]
     assert "The user has a cat called Mochi." in [m.text for m in store.list("lin", "holmes")]
+    assert [m.text for m in store.history("lin", "holmes", slot="user.name")] == [
+        "The user's name is Lin.", "The user's name is Mei."]
 
     # another user's memory stays apart
-    other = Session.new(engine, "holmes", user="mei", settings={"memory_llm": False})
-    assert other._memories(other.card(), [], "hello") == []
+    assert recall(engine.settings, user="mei", character="holmes", conversation=["hello"], budget_tokens=300) == []
 
 
 def test_the_turn_returns_before_extraction_runs(engine):

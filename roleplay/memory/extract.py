@@ -33,13 +33,13 @@ FACT_SCHEMA: dict = {
     "type": "object",
     "properties": {
         "facts": {
-            "type": "array", "maxItems": 4,
+            "type": "array", "maxItems": 3,
             "items": {
                 "type": "object",
                 "properties": {
                     "kind": {"type": "string", "enum": ["fact", "event"]},
-                    "text": {"type": "string", "maxLength": 160},
-                    "evidence": {"type": "string", "maxLength": 160},
+                    "text": {"type": "string", "maxLength": 120},
+                    "evidence": {"type": "string", "maxLength": 120},
                 },
                 "required": ["kind", "text", "evidence"],
                 "additionalProperties": False,
@@ -144,19 +144,28 @@ def _grounded(fact: str, message: str) -> bool:
     return bool(units) and sum(units) * 3 >= len(units) * 2
 
 
-def llm_params(*, max_tokens: int = 96) -> Any:
+def llm_params(*, max_tokens: int = 300) -> Any:
     """Greedy sampling constrained to `FACT_SCHEMA`."""
     from ..backends.base import SamplingParams
 
     return SamplingParams(max_tokens=max_tokens, temperature=0.0, repetition_penalty=1.0, json_schema=FACT_SCHEMA)
 
 
-def extract_llm(backend: Any, text: str, *, max_tokens: int = 96) -> list[Fact]:
+def extract_llm(backend: Any, text: str, *, max_tokens: int = 300) -> list[Fact]:
     """Facts the model finds in ``text`` (background priority, JSON-schema constrained)."""
     from ..backends.base import Priority
 
     out = backend.generate(llm_messages(text), llm_params(max_tokens=max_tokens), priority=Priority.BACKGROUND)
     return parse_llm_json(out, message=text)
+
+
+def extract_llm_batch(backend: Any, texts: list[str], *, max_tokens: int = 300) -> list[tuple[str, list[Fact]]]:
+    """``(raw output, facts)`` per text, generated as one batch (benchmarks, tests)."""
+    from ..backends.base import Priority
+
+    outs = backend.generate_batch([llm_messages(t) for t in texts], llm_params(max_tokens=max_tokens),
+                                  priority=Priority.BACKGROUND)
+    return [(out, parse_llm_json(out, message=t)) for out, t in zip(outs, texts)]
 
 
 def merge(rule_facts: list[Fact], model_facts: list[Fact]) -> list[Fact]:
@@ -170,7 +179,7 @@ def merge(rule_facts: list[Fact], model_facts: list[Fact]) -> list[Fact]:
     return facts
 
 
-def extract(text: str, *, backend: Any = None, max_tokens: int = 96) -> list[Fact]:
+def extract(text: str, *, backend: Any = None, max_tokens: int = 300) -> list[Fact]:
     """Rule facts, then (with a backend) the model's facts that no rule fact already covers."""
     facts = extract_rules(text)
     if backend is None or not text.strip():

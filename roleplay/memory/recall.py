@@ -39,7 +39,7 @@ LEXICAL_WEIGHT = 0.35
 #: Newest events always considered (a story's latest promises).
 RECENT_EVENTS = 3
 
-_PAST = re.compile(r"\b(used to|before|previously|formerly|in the past|no longer|any more|anymore|originally|"
+_PAST = re.compile(r"\b(used? to|before|previously|formerly|in the past|no longer|any more|anymore|originally|"
                    r"first|old)\b|以前|原来|过去|之前|曾经|从前|不再", re.I)
 _STOP = {"the", "a", "an", "and", "or", "is", "are", "was", "were", "be", "to", "of", "in", "on", "at", "for",
          "with", "my", "your", "you", "me", "i", "i'm", "what", "which", "who", "where", "when", "how", "do",

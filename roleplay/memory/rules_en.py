@@ -92,7 +92,8 @@ def obj(text: str, *, limit: int = 8) -> str:
 
 def key(phrase: str) -> str:
     """The slot key of an object phrase: its head's last content word, singular."""
-    head = re.split(r"\b(?:my|your|his|her|their|our|i|we|he|she|they|that|which|who|from|at|in|on|with|for)\b",
+    head = re.split(r"\b(?:my|your|his|her|their|our|i|we|he|she|they|that|which|who|from|at|in|on|with|for|"
+                    r"every|each|twice|once|after|before|during|daily|when)\b",
                     phrase.lower(), maxsplit=1)[0] or phrase.lower()
     words = [w for w in re.findall(r"[a-z0-9'-]+", head) if w not in _STOPWORDS]
     w = (words[-1] if words else phrase.lower().strip()).strip("'")
@@ -317,10 +318,10 @@ def facts(clause: str) -> list[Fact]:
         job = _job_np(job_neg.group(1))
         add(f"The user is no longer {_article(job)}.", "user.job", job, negated=True)
     elif re.search(r"\bi (?:quit|left|lost) my job\b", c, re.I):
-        m = re.search(r"\bmy job(?: as an? | at | with )?(.*)", c, re.I)
-        rest = obj(m.group(1), limit=5) if m else ""
-        add(f"The user quit their job{(' ' + m.group(0)[6:].strip()) if rest else ''}.".replace("  ", " "),
-            "user.job", rest or "job", negated=True)
+        m = re.search(r"\bmy job\b\s*(.*)", c, re.I)
+        tail = obj(m.group(1), limit=6) if m else ""
+        verb = re.search(r"quit|left|lost", c, re.I).group(0).lower()
+        add(f"The user {verb} their job{' ' + tail if tail else ''}.", "user.job", "", negated=True)
     else:
         for m in re.finditer(r"\b(?:i work as|i'm working as|i am working as|my job is|i am employed as|"
                              r"i'm employed as)\s+(?:an? )?(.+)", c, re.I):
@@ -374,7 +375,10 @@ def facts(clause: str) -> list[Fact]:
         if what and not _PRONOUN_OBJ.match(what):
             add(f"The user is {m.group(1).lower()} of {what}.", f"fear.{key(what)}", what)
     m = re.search(r"\b(?:i'm|i am|i've been|i have been)\s+(?:a |an )?(vegetarian|vegan|pescatarian)\b(.*)", c, re.I)
-    if m:
+    diet_gone = re.search(r"\b(?:i'm|i am) (?:no longer|not) (?:a |an )?(vegetarian|vegan|pescatarian)\b", c, re.I)
+    if diet_gone and re.search(r"\bno longer\b|\bany ?more\b", c, re.I):
+        add(f"The user is no longer {diet_gone.group(1).lower()}.", "user.diet", "", negated=True)
+    elif m:
         tail = obj(m.group(2), limit=4) if re.match(r"\s*for\b", m.group(2)) else ""
         add(f"The user is {m.group(1).lower()}{' ' + tail if tail else ''}.", "user.diet", m.group(1).lower())
     m = re.search(r"\b(?:i'm|i am|i got) (married|engaged|divorced|single|widowed)\b(?:\s+to\s+(.+))?", c, re.I)
@@ -396,7 +400,13 @@ def facts(clause: str) -> list[Fact]:
             add(f"The user's hobby is {value}.", f"hobby.{key(value)}", value)
     neg = re.search(r"\bi (?:don't|do not|no longer|never|can't|cannot) (?:really )?(\w+)\s+(.+?)(?:\s+any ?more|\s+anymore)\b", c, re.I) \
         or re.search(r"\bi no longer (\w+)\s+(.+)", c, re.I)
-    if neg and neg.group(1).lower() not in ("live", "like", "love", "have", "work", "know", "think", "want", "need", "care"):
+    pet_gone = re.search(rf"\bi (?:no longer|don't|do not) (?:have|keep|own) (?:a |an |any )?({animals})", c, re.I)
+    if pet_gone and (re.search(r"\bno longer\b|\bany ?more\b", c, re.I)):
+        animal = pet_gone.group(1).lower()
+        word = re.match(r"[\w-]+(?: pig)?", c[pet_gone.start(1):]).group(0).lower()
+        add(f"The user no longer has {word if word != animal else _article(animal)}.", f"pet.{key(animal)}.name", "",
+            negated=True)
+    elif neg and neg.group(1).lower() not in ("live", "like", "love", "have", "work", "know", "think", "want", "need", "care"):
         verb, what = neg.group(1).lower(), obj(neg.group(2), limit=6)
         if what and not _PRONOUN_OBJ.match(what):
             add(f"The user no longer {third(verb)} {what}.", f"pref.{key(what)}", what, negated=True)

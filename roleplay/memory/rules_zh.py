@@ -107,7 +107,7 @@ def facts(clause: str) -> list[Fact]:
         rel, n = m.group(1), _name(m.group(2))
         add(f"用户的{rel}叫{n}。", f"rel.{RELATIONS[rel]}.name", n)
     jobs = "|".join(sorted(JOBS, key=len, reverse=True))
-    for m in re.finditer(rf"我(?:的)?({rels})([{CJK}]{{1,3}}?)?(?:是(?:一名|一位|个|一个)?)([{CJK}]{{0,6}}?(?:{jobs}))", c):
+    for m in re.finditer(rf"我(?:的)?({rels})([{CJK}]{{1,3}}?)?(?:现在|也|如今)?(?:是(?:一名|一位|个|一个)?)([{CJK}]{{0,6}}?(?:{jobs}))", c):
         rel, n, job = m.group(1), m.group(2) or "", m.group(3)
         add(f"用户的{rel}{n}是{job}。", f"rel.{RELATIONS[rel]}.job", job)
     for m in re.finditer(rf"我(?:的)?({rels})([{CJK}]{{0,3}}?)(?:住在|在)([{CJK}A-Za-z]{{1,8}}?)(?:工作|上班|生活|住|$)", c):
@@ -139,7 +139,7 @@ def facts(clause: str) -> list[Fact]:
 
     if re.search(r"我(?:已经)?(?:辞职了|不上班了|退休了|失业了)", c):
         what = "退休" if "退休" in c else "辞职"
-        add(f"用户已经{what}了。", "user.job", what, negated=what == "辞职")
+        out.append(Fact(f"用户已经{what}了。", "user.job", "", negated=what == "辞职"))
     m = re.search(rf"我(?:已经)?不再是([{CJK}]{{0,6}}?(?:{jobs}))了?", c) or re.search(rf"我(?:已经)?不是([{CJK}]{{0,6}}?(?:{jobs}))了", c)
     if m:
         add(f"用户不再是{m.group(1)}了。", "user.job", m.group(1), negated=True)
@@ -181,7 +181,11 @@ def facts(clause: str) -> list[Fact]:
     neg = re.search(rf"我(?:已经|现在)?(?:不再|再也不|已经不|戒了|不)([{CJK}A-Za-z]{{1,10}}?)了", c) \
         or re.search(rf"我(?:已经)?(?:不再|再也不)([{CJK}A-Za-z]{{1,10}})", c) \
         or re.search(rf"我(?:已经)?戒(?:掉)?了?([{CJK}]{{1,6}})", c)
-    if neg and not neg_city and not re.search("住在|是", neg.group(1)):
+    pet_gone = re.search(rf"我(?:已经)?(?:不再养|不养|没有再养)({animals})了?", c)
+    if pet_gone:
+        animal = pet_gone.group(1)
+        out.append(Fact(f"用户已经不养{animal}了。", f"pet.{ANIMALS[animal]}.name", "", negated=True))
+    elif neg and not neg_city and not re.search("住在|是", neg.group(1)):
         what = _clean(neg.group(1))
         if what.startswith(("喜欢", "爱")):
             what = re.sub(r"^(喜欢|爱)", "", what)
@@ -207,7 +211,7 @@ def facts(clause: str) -> list[Fact]:
     return _dedupe(out)
 
 
-_VERB_PREFIX = re.compile(r"^(?:喝|吃|抽|玩|弹|打|看|听|养|学|做|画|写|跑|种|收集|练|拉)")
+_VERB_PREFIX = re.compile(r"^(?:每天|每周|周末|早上|晚上|平时|经常|都|会|去)*(?:喝|吃|抽|玩|弹|打|看|听|养|学|做|画|写|跑|种|收集|练|拉)")
 
 
 def _obj_key(value: str) -> str:

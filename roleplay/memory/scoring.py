@@ -76,3 +76,80 @@ def score(items: Sequence[dict], predicted: Iterable[Sequence[Fact]]) -> dict[st
     f1 = 2 * p * r / (p + r) if p + r else 0.0
     return {"precision": round(p, 3), "recall": round(r, 3), "f1": round(f1, 3), "tp": tp, "fp": fp, "fn": fn,
             "lost_object": lost, "wrong_negation": wrong_neg, "misses": misses, "extras": extras}
+
+
+# -- the long-horizon script ---------------------------------------------------------------
+PAST_MARKS = ("(no longer true)", "（已不再如此）")
+
+
+def load_script(path: Path) -> list[dict]:
+    """The scripted sessions of ``tests/data/memory/long_horizon.yaml`` (validated)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read the script: {exc}".splitlines()[0]) from None
+    for n, session in enumerate(data or []):
+        if not isinstance(session, dict) or not {"user", "character", "turns"} <= set(session):
+            raise ConfigError(f"{path}: session {n + 1} needs user, character and turns")
+        for t in session["turns"]:
+            if isinstance(t, dict) and not ("say" in t or ("probe" in t and t.get("expect"))):
+                raise ConfigError(f"{path}: session {n + 1}: a turn must be a string, {{say: …}} or "
+                                  f"{{probe: …, expect: […]}}; got {t!r}")
+    return data
+
+
+def script_counts(script: list[dict]) -> dict[str, int]:
+    turns = [t for s in script for t in s["turns"]]
+    probes = [t for t in turns if isinstance(t, dict) and "probe" in t]
+    return {"sessions": len(script), "user_turns": len(turns) - len(probes), "probes": len(probes),
+            "updates": sum(1 for t in turns if isinstance(t, dict) and t.get("update")),
+            "zh_turns": sum(1 for s in script for t in s["turns"] if any("\u4e00" <= ch <= "\u9fff" for ch in str(t)))}
+
+
+def run_script(script: list[dict], *, settings: Any, store: Any, budget_tokens: int,
+               count_tokens: Any = None, window: int = 3) -> dict[str, Any]:
+    """Play ``script`` through `remember` (rules only) and score `recall` at every probe.
+
+    recall@budget: share of probes where a memory in the prompt holds an expected value
+    (shown as current, or marked past for a ``past`` probe). stale rate: share of probes
+    with ``stale`` values where a memory shown as current holds one of them.
+    """
+    from .recall import recall
+    from .store import remember
+
+    clock = 1_000_000_000.0
+    hits = stale = with_stale = 0
+    failures: list[str] = []
+    for n, session in enumerate(script):
+        user, character = session["user"], session["character"]
+        recent: list[str] = []
+        for i, turn in enumerate(session["turns"]):
+            clock += 60.0
+            source = f"script{n + 1}:{i + 1}"
+            if isinstance(turn, dict) and "probe" in turn:
+                text = turn["probe"]
+                shown = recall(settings, user=user, character=character, conversation=recent[-window:] + [text],
+                               budget_tokens=budget_tokens, count_tokens=count_tokens, store=store)
+                current = [m.text for m in shown if not m.text.startswith(PAST_MARKS)]
+                pool = [m.text for m in shown] if turn.get("past") else current
+                ok = any(str(v).lower() in t.lower() for v in turn["expect"] for t in pool)
+                hits += ok
+                if not ok:
+                    failures.append(f"miss: {text} → {turn['expect']} not in {current}")
+                if turn.get("stale"):
+                    with_stale += 1
+                    bad = [t for t in current if any(str(v).lower() in t.lower() for v in turn["stale"])]
+                    if bad:
+                        stale += 1
+                        failures.append(f"stale: {text} → {bad}")
+            else:
+                text = turn["say"] if isinstance(turn, dict) else turn
+            remember(store, user, [character], text, source, at=clock)
+            recent.append(text)
+    probes = script_counts(script)["probes"]
+    return {"recall_at_budget": round(hits / probes, 3) if probes else 0.0,
+            "stale_rate": round(stale / with_stale, 3) if with_stale else 0.0,
+            "probes": probes, "hits": hits, "stale_probes": stale, "probes_with_stale": with_stale,
+            "failures": failures}

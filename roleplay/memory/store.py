@@ -328,7 +328,7 @@ def get_store(settings: Settings) -> MemoryStore:
 
 
 def remember(store: MemoryStore, user: str, characters: list[str], text: str, source: str = "", *,
-             backend: Any = None, reply: str = "", max_tokens: int = 96, at: float | None = None) -> list[Decision]:
+             backend: Any = None, reply: str = "", max_tokens: int = 300, at: float | None = None) -> list[Decision]:
     """Extract facts and events from a turn and store them (a worker job).
 
     ``text`` is the user's message (user facts and their promises); ``reply`` the

@@ -7,7 +7,9 @@ summary: with the model (a few tokens, greedy) when one is given, else — or wh
 model returns nothing usable — extractively (the first sentence of each message with its
 speaker). Either way the result is cut to the summary budget, oldest sentences first,
 so the summary never grows without bound. It runs in the background worker, off the
-reply's critical path; a summary that lags one turn behind costs nothing.
+reply's critical path; a summary that lags one turn behind costs nothing. The prompt is
+the ``memory_summary_*.j2`` template (rendered by the composer's strict environment) and
+the model call goes to the backend at `Priority.BACKGROUND`.
 """
 from __future__ import annotations
 
@@ -16,11 +18,6 @@ from typing import Any, Callable
 
 from ..tokens import approx_tokens
 
-SUMMARY_PROMPT = (
-    "You keep a short running summary of a role-play story. Given the summary so far and "
-    "the new lines, write the updated summary in at most three sentences: who is who, what "
-    "happened, what was promised. Write only the summary."
-)
 
 
 def history_cut(texts: list[str], budget_tokens: int, *, count_tokens: Callable[[str], int] | None = None) -> int:
@@ -76,13 +73,17 @@ def summarise(previous: str, lines: list[tuple[str, str]], *, backend: Any = Non
     if not lines:
         return previous
     if backend is not None:
-        from ..backends.base import SamplingParams
+        from ..backends.base import Priority, SamplingParams
+        from .clauses import has_cjk
+        from .extract import render_prompt
 
-        transcript = "\n".join(f"{name}: {' '.join(text.split())[:400]}" for name, text in lines)
-        messages = [{"role": "system", "content": SUMMARY_PROMPT},
-                    {"role": "user", "content": f"Summary so far: {previous or '(none)'}\n\nNew lines:\n{transcript}"}]
+        transcript = [(name, " ".join(text.split())[:400]) for name, text in lines]
+        lang = "zh" if has_cjk(previous + "".join(t for _, t in transcript)) else "en"
+        messages = [{"role": "user", "content": render_prompt("memory_summary", lang, previous=previous,
+                                                              lines=transcript)}]
         try:
-            out = backend.generate(messages, SamplingParams(max_tokens=max_tokens, temperature=0.0))
+            out = backend.generate(messages, SamplingParams(max_tokens=max_tokens, temperature=0.0),
+                                   priority=Priority.BACKGROUND)
         except Exception:  # the extractive summary below is always available
             out = ""
         out = " ".join(out.split())
