@@ -48,12 +48,26 @@ class Settings(BaseModel):
     device: str = "auto"
     #: Memory for kept KV caches of recent prompts (transformers backend), in MiB; 0 = off.
     kv_cache_mb: int = Field(1024, ge=0)
+    #: Concurrency limits of the backend (docs/backends.md, "Concurrency"): rows decoded
+    #: together, requests waiting before new ones get `BackendBusy` (HTTP 429), prompt +
+    #: reply tokens in flight (memory), prompt tokens read per scheduler step.
+    max_batch: int = Field(8, ge=1, le=1024)
+    max_waiting: int = Field(64, ge=0)
+    max_tokens_in_flight: int = Field(65536, ge=256)
+    prefill_chunk: int = Field(256, ge=16)
     #: OpenAI-compatible server for the ``openai`` backend.
     openai_base_url: str | None = None
     openai_api_key: str | None = None
     budgets: Budgets = Field(default_factory=Budgets)
     #: Facts about a user are shared by every character (False: each character keeps its own).
     memory_shared_facts: bool = True
+
+    def limits(self):
+        """The backend's concurrency limits (`roleplay.backends.scheduler.Limits`)."""
+        from .backends.scheduler import Limits
+
+        return Limits(max_batch=self.max_batch, max_waiting=self.max_waiting,
+                      max_tokens_in_flight=self.max_tokens_in_flight, prefill_chunk=self.prefill_chunk)
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":
@@ -69,7 +83,10 @@ class Settings(BaseModel):
                          ("embedder", "ROLEPLAY_EMBEDDER"), ("device", "ROLEPLAY_DEVICE"),
                          ("openai_base_url", "ROLEPLAY_OPENAI_BASE_URL"),
                          ("openai_api_key", "ROLEPLAY_OPENAI_API_KEY"),
-                         ("kv_cache_mb", "ROLEPLAY_KV_CACHE_MB")]:
+                         ("kv_cache_mb", "ROLEPLAY_KV_CACHE_MB"), ("max_batch", "ROLEPLAY_MAX_BATCH"),
+                         ("max_waiting", "ROLEPLAY_MAX_WAITING"),
+                         ("max_tokens_in_flight", "ROLEPLAY_MAX_TOKENS_IN_FLIGHT"),
+                         ("prefill_chunk", "ROLEPLAY_PREFILL_CHUNK")]:
             if env.get(var):
                 values[key] = env[var]
         if env.get("ROLEPLAY_MEMORY_SHARED_FACTS"):

@@ -32,7 +32,8 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -42,7 +43,8 @@ from .cards import macros
 from .cards.schema import Character
 from .config import Settings
 from .errors import ConfigError
-from .compose.composer import ComposedPrompt, Composer
+from .reply import ReplyRecord
+from .compose.composer import ComposedPrompt, Composer, card_language
 from .compose.postprocess import StreamCleaner
 from .compose.stage import StageDirector, StageNote
 
@@ -56,9 +58,6 @@ CONTEXT_MESSAGES = 4
 _LEADING_NOTE = re.compile(r"^\s*(\([^()\n]{1,80}\)|（[^（）\n]{1,80}）|\*[^*\n]{1,80}\*)")
 #: Conversations whose last story blocks are remembered (for ``story_reuse``).
 STORY_MEMORY = 512
-#: Keys a `reply_batch` request may carry (the keyword arguments of `Engine.stream_reply`).
-_REQUEST_KEYS = {"card", "history", "user_text", "options", "user_name", "user_persona",
-                 "memories", "summary", "others"}
 
 
 class EngineOptions(BaseModel):
@@ -110,32 +109,58 @@ class EngineOptions(BaseModel):
 
 
 @dataclass
-class Reply:
+class Reply(ReplyRecord):
     """One generated reply and how it was made.
 
-    ``text`` is post-processed and starts with the prefilled note (if any);
-    ``timings`` holds ``retrieve_ms``, ``stage_ms``, ``compose_ms``, ``generate_ms``
-    and ``total_ms``.
+    ``text`` is post-processed and starts with the prefilled note (if any); for a
+    continuation it is the whole extended message. ``finish_reason`` is ``stop`` or
+    ``length`` (``max_tokens`` cut it). ``timings`` holds ``retrieve_ms``, ``stage_ms``,
+    ``compose_ms``, ``generate_ms`` and ``total_ms``. ``message_id`` is set once a session
+    saved it.
     """
 
-    text: str
-    emotion: str
-    note: str
-    intent: str
-    story_ids: list[str]
-    lore_names: list[str]
-    memories: list[str]
-    prompt_tokens: int
-    completion_tokens: int
-    timings: dict[str, float]
-    prompt: ComposedPrompt = field(repr=False)
+    finish_reason: str = "stop"
+    logprobs: list[Any] | None = field(default=None, repr=False)
+    prompt: ComposedPrompt | None = field(default=None, repr=False)
+    message_id: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready summary (the composed prompt's messages and parts included)."""
-        return {"text": self.text, "emotion": self.emotion, "note": self.note, "intent": self.intent,
-                "story_ids": self.story_ids, "lore_names": self.lore_names, "memories": self.memories,
-                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "timings": self.timings, "parts": self.prompt.parts}
+        """`record` plus the finish reason and the composed prompt's parts."""
+        return {**self.record(), "finish_reason": self.finish_reason,
+                "parts": self.prompt.parts if self.prompt else {}}
+
+
+@dataclass
+class Turn:
+    """Everything one turn is made from (the engine's single input).
+
+    Args:
+        card: the speaking character (a loaded card, or its id).
+        history: earlier messages, oldest first: ``{"role": "user"|"assistant", "name":
+            speaker, "content": text}``.
+        user_text: the new message; "" lets the character speak next without one.
+        user_name: the user's name (default: the card's ``user_name``).
+        memories: memory texts for the prompt; None lets the engine recall them for
+            ``memory_user`` (none without one).
+        memory_user: whose long-term memories to read when ``memories`` is None.
+        mode: ``reply``; ``continue`` extends ``partial`` (the character's unfinished
+            message) without repeating it; ``impersonate`` writes the user's next line.
+        instructions: system messages the client put after the history (kept there).
+    """
+
+    card: Character | str
+    history: Sequence[dict] = ()
+    user_text: str = ""
+    user_name: str | None = None
+    user_persona: str = ""
+    memories: Sequence[str] | None = None
+    memory_user: str | None = None
+    summary: str = ""
+    others: Sequence[str] = ()
+    options: "EngineOptions | None" = None
+    mode: Literal["reply", "continue", "impersonate"] = "reply"
+    partial: str = ""
+    instructions: Sequence[str] = ()
 
 
 def last_note(history: Sequence[dict], card: Character) -> str | None:
@@ -260,26 +285,54 @@ class Engine:
         return approx_tokens(text)
 
     # -- one turn -----------------------------------------------------------------
-    def prepare(self, card: Character | str, history: Sequence[dict], user_text: str, *,
-                user_name: str | None = None, user_persona: str = "", memories: Sequence[str] = (),
-                summary: str = "", options: EngineOptions | None = None,
-                others: Sequence[str] = ()) -> ComposedPrompt:
-        """Retrieve, direct and compose the prompt for one turn (no generation)."""
-        return self._prepare(self._card(card), history, user_text, user_name=user_name,
-                             user_persona=user_persona, memories=memories, summary=summary,
-                             options=options, others=others)[0]
+    def prepare(self, turn: Turn, *args: Any, **kwargs: Any) -> ComposedPrompt:
+        """Retrieve, recall, direct and compose the prompt for ``turn`` (no generation).
 
-    def _prepare(self, card: Character, history: Sequence[dict], user_text: str, *,
-                 user_name: str | None, user_persona: str, memories: Sequence[str], summary: str,
-                 options: EngineOptions | None, others: Sequence[str]) -> tuple[ComposedPrompt, dict[str, float]]:
-        options = options or EngineOptions()
-        if not isinstance(history, (list, tuple)):
+        This is exactly what a real turn sends (`roleplay prompt` and the Author tab's
+        preview use it); leave parts out with ``turn.options`` or ``turn.memories=[]``.
+        """
+        if not isinstance(turn, Turn):  # TODO(lead): transitional, removed once callers pass a Turn
+            turn = Turn(turn, *args, **kwargs)
+        return self._prepare(self._resolve(turn))[0]
+
+    def _resolve(self, turn: Turn) -> Turn:
+        """``turn`` with its card loaded, user name and options defaulted, memories recalled."""
+        card = self._card(turn.card)
+        if not isinstance(turn.history, (list, tuple)):
             raise ConfigError("history must be a list of {'role', 'name', 'content'} messages")
-        user_name = user_name or card.user_name
+        if turn.mode not in ("reply", "continue", "impersonate"):
+            raise ConfigError(f"turn mode {turn.mode!r}: choose reply, continue or impersonate")
+        turn = replace(turn, card=card, user_name=turn.user_name or card.user_name,
+                       options=turn.options or EngineOptions())
+        if turn.memories is None:
+            turn = replace(turn, memories=self._recall(turn) if turn.memory_user else [])
+        return turn
+
+    def _conversation(self, turn: Turn) -> list[str]:
+        recent = [str(m.get("content", "")) for m in turn.history[-CONTEXT_MESSAGES:] if isinstance(m, dict)]
+        return [t for t in [*recent, turn.user_text] if t and t.strip()] or [""]
+
+    def _recall(self, turn: Turn) -> list[str]:
+        """The memories of ``turn.memory_user`` for this turn (the one memory lookup)."""
+        from .errors import RoleplayError
+        from .memory import recall
+
+        try:
+            found = recall(self.settings, user=str(turn.memory_user), character=turn.card.id,
+                           conversation=self._conversation(turn), budget_tokens=self.settings.budgets.memories,
+                           count_tokens=self.count_tokens)
+        except RoleplayError:
+            return []  # memory enriches a turn; a broken store must not fail the chat
+        return [m.text for m in found]
+
+    def _prepare(self, turn: Turn) -> tuple[ComposedPrompt, dict[str, float]]:
+        card, options, user_text, history = turn.card, turn.options, turn.user_text, turn.history
+        assert isinstance(card, Character) and options is not None  # subtle: _resolve ran first
+        if turn.mode != "reply":
+            options = options.model_copy(update={"stage_mode": "off"})  # the text decides, not a new note
         budgets = self.settings.budgets
         timings: dict[str, float] = {}
-        recent = [str(m.get("content", "")) for m in history[-CONTEXT_MESSAGES:] if isinstance(m, dict)]
-        conversation = [t for t in [*recent, user_text] if t and t.strip()] or [""]
+        conversation = self._conversation(turn)
 
         start = time.perf_counter()
         stories: list[Any] = []
@@ -298,16 +351,29 @@ class Engine:
             note = self.director.direct(card, user_text or conversation[-1], stories,
                                         previous=last_note(history, card))
             # Palette notes may name {{user}}/{{char}}: the prefill is card text too.
-            note.note = macros.expand(note.note, char=card.name, user=user_name)
+            note.note = macros.expand(note.note, char=card.name, user=turn.user_name)
         timings["stage_ms"] = _ms(start)
 
         start = time.perf_counter()
-        prompt = self.composer(options.template_dir).compose(
-            card, history, user_text, user_name=user_name, user_persona=user_persona,
-            stories=stories, lore=lore, memories=memories, summary=summary, note=note,
+        composer = self.composer(options.template_dir)
+        prompt = composer.compose(
+            card, history, user_text, user_name=turn.user_name, user_persona=turn.user_persona,
+            stories=stories, lore=lore, memories=turn.memories or (), summary=turn.summary, note=note,
             stage_mode=options.stage_mode, budgets=budgets, count_tokens=self.count_tokens,
-            others=list(others), plain=options.plain, cache_friendly=options.cache_friendly,
+            others=list(turn.others), plain=options.plain, cache_friendly=options.cache_friendly,
             history_trim_to=options.history_trim_to)
+        messages = [m for m in prompt.messages if not (m["role"] == "assistant" and m is prompt.messages[-1]
+                                                       and prompt.prefill)]
+        messages += [{"role": "system", "content": t} for t in turn.instructions if t.strip()]
+        if turn.mode == "continue":
+            messages.append({"role": "assistant", "content": turn.partial})
+        elif turn.mode == "impersonate":
+            messages.append({"role": "system", "content": composer.render(
+                "impersonate", card_language(card), char=card.name, user=turn.user_name,
+                user_persona=turn.user_persona)})
+        elif prompt.prefill:
+            messages.append({"role": "assistant", "content": prompt.prefill})
+        prompt.messages = messages
         timings["compose_ms"] = _ms(start)
         if prompt.stories and user_text and options.story_reuse > 0:
             self._remember(conversation_key(card, [*history, {"role": "user", "content": user_text}]),
@@ -333,7 +399,11 @@ class Engine:
         pool_budget = budget * 3 if previous else budget  # a wider pool, so old stories can still qualify
         candidates = self.retriever.stories(card, conversation, budget_tokens=pool_budget,
                                             count_tokens=self.count_tokens,
-                                            k=None if previous else options.story_k)
+                                            k=None if previous else options.story_k,
+                                            **({"exclude_sources": options.exclude_sources}
+                                               if options.exclude_sources else {}))
+        if options.exclude_sources:  # and never the remembered block's copy of a left-out scene
+            previous = [s for s in previous or [] if getattr(s, "source", None) not in options.exclude_sources]
         if not previous:
             return candidates
         by_id = {str(getattr(s, "id", "")): s for s in candidates}
@@ -368,50 +438,51 @@ class Engine:
             while len(self._story_memory) > STORY_MEMORY:
                 self._story_memory.popitem(last=False)
 
-    def _stop_params(self, params: "SamplingParams | None", card: Character, user_name: str,
-                     others: Sequence[str]) -> "SamplingParams":
+    def _stop_params(self, params: "SamplingParams | None", turn: Turn) -> "SamplingParams":
         """``params`` plus stop strings where another speaker's line would begin."""
         from .backends.base import SamplingParams
 
         params = params or SamplingParams()
         stops = list(params.stop)
-        for name in [user_name, *others]:
-            if name and name != card.name:
+        card = turn.card
+        speaking = turn.user_name if turn.mode == "impersonate" else card.name
+        for name in [turn.user_name, card.name, *turn.others]:
+            if name and name != speaking:
                 for s in (f"\n{name}:", f"\n{name}："):
                     if s not in stops and len(stops) < 16:
                         stops.append(s)
         return params.model_copy(update={"stop": stops})
 
-    def stream_reply(self, card: Character | str, history: Sequence[dict], user_text: str, *,
-                     params: "SamplingParams | None" = None, options: EngineOptions | None = None,
-                     user_name: str | None = None, user_persona: str = "", memories: Sequence[str] = (),
-                     summary: str = "", others: Sequence[str] = ()) -> Iterator[str | Reply]:
+    def stream(self, turn: Turn, params: "SamplingParams | None" = None, *,
+               priority: int = 0) -> Iterator[str | Reply]:
         """Yield the reply's post-processed text chunks, then one final `Reply`.
 
-        The first chunk is the prefilled stage note (in ``prefill`` mode). Stop
-        iterating early to cancel generation.
+        The first chunk is the prefilled stage note (in ``prefill`` mode); a continuation
+        yields only the new text. Stop iterating early to cancel generation.
         """
         total = time.perf_counter()
-        card = self._card(card)
-        user_name = user_name or card.user_name
         backend = self.backend  # loaded first so budgets count with the model's tokenizer
-        prompt, timings = self._prepare(card, history, user_text, user_name=user_name,
-                                        user_persona=user_persona, memories=memories, summary=summary,
-                                        options=options, others=others)
-        params = self._stop_params(params, card, user_name, others)
-        cleaner = StreamCleaner(card, speakers=others, user_name=user_name)
+        turn = self._resolve(turn)
+        prompt, timings = self._prepare(turn)
+        params = self._stop_params(params, turn)
+        card = turn.card
+        if turn.mode == "impersonate":  # the user's line: cleaned as the user's, not the card's
+            speaker = card.model_copy(update={"name": turn.user_name})
+            cleaner = StreamCleaner(speaker, speakers=[card.name, *turn.others], user_name=card.name)
+        else:
+            cleaner = StreamCleaner(card, speakers=list(turn.others), user_name=turn.user_name)
         text: list[str] = []
-        raw: list[str] = []
         start = time.perf_counter()
-        if prompt.prefill:
+        if turn.mode == "continue":
+            cleaner.feed(turn.partial)  # already shown: cleaned along, not sent again
+        elif prompt.prefill:
             out = cleaner.feed(prompt.prefill)
             if out:
                 text.append(out)
                 yield out
-        stream = backend.stream(prompt.messages, params)
+        generation = backend.stream(prompt.messages, params, priority=priority)
         try:
-            for chunk in stream:
-                raw.append(chunk)
+            for chunk in generation:
                 out = cleaner.feed(chunk)
                 if out:
                     text.append(out)
@@ -419,70 +490,65 @@ class Engine:
                 if cleaner.done:
                     break
         finally:
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()  # cancels the generation when we stopped early
+            generation.close()  # cancels the generation when we stopped early
         out = cleaner.finish()
         if out:
             text.append(out)
             yield out
         timings["generate_ms"] = _ms(start)
         timings["total_ms"] = _ms(total)
-        yield self._reply("".join(text), "".join(raw), prompt, timings)
+        yield self._reply(turn, "".join(text), generation, prompt, timings)
 
-    def _reply(self, text: str, raw: str, prompt: ComposedPrompt, timings: dict[str, float]) -> Reply:
+    def _reply(self, turn: Turn, text: str, generation: Any, prompt: ComposedPrompt,
+               timings: dict[str, float]) -> Reply:
         backend = self.backend
-        ids = getattr(backend, "prompt_ids", None)
-        prompt_tokens = len(ids(prompt.messages)) if callable(ids) else backend.count_tokens(backend.render(prompt.messages))
+        if turn.mode == "continue":
+            text = turn.partial + text  # subtle: the model writes its own leading space (" word")
+        elif turn.mode == "impersonate":
+            text = text.strip()
+        prompt_tokens = generation.prompt_tokens
+        if prompt_tokens is None:
+            ids = getattr(backend, "prompt_ids", None)
+            prompt_tokens = len(ids(prompt.messages)) if callable(ids) else backend.count_tokens(
+                backend.render(prompt.messages))
+        completion = generation.completion_tokens
+        if completion is None:
+            completion = backend.count_tokens(generation.text) if generation.text else 0
         note = prompt.note
         return Reply(text=text, emotion=note.emotion if note else "", note=note.note if note else "",
                      intent=note.intent if note else "",
                      story_ids=[str(getattr(s, "id", i)) for i, s in enumerate(prompt.stories)],
                      lore_names=[str(getattr(h, "name", "")) for h in prompt.lore],
-                     memories=list(prompt.memories), prompt_tokens=prompt_tokens,
-                     completion_tokens=backend.count_tokens(raw) if raw else 0,
-                     timings=timings, prompt=prompt)
+                     memories=[getattr(m, "text", m) for m in prompt.memories], prompt_tokens=prompt_tokens,
+                     completion_tokens=completion, timings=timings,
+                     finish_reason=generation.finish_reason or "stop", logprobs=generation.logprobs,
+                     prompt=prompt)
 
-    def reply(self, card: Character | str, history: Sequence[dict], user_text: str, *,
-              params: "SamplingParams | None" = None, options: EngineOptions | None = None,
-              user_name: str | None = None, user_persona: str = "", memories: Sequence[str] = (),
-              summary: str = "", others: Sequence[str] = ()) -> Reply:
-        """Generate one whole reply (`stream_reply` collected)."""
-        *_, final = self.stream_reply(card, history, user_text, params=params, options=options,
-                                      user_name=user_name, user_persona=user_persona,
-                                      memories=memories, summary=summary, others=others)
-        return final  # type: ignore[return-value]  # stream_reply always ends with its Reply
+    def reply(self, turn: Turn, params: "SamplingParams | None" = None, *, priority: int = 0) -> Reply:
+        """Generate one whole reply (`stream` collected)."""
+        *_, final = self.stream(turn, params, priority=priority)
+        return final  # type: ignore[return-value]  # stream always ends with its Reply
 
-    def reply_batch(self, requests: list[dict], *, params: "SamplingParams | None" = None) -> list[Reply]:
-        """Replies for many independent turns, generated as one batch (evaluation).
+    def reply_batch(self, turns: Sequence[Turn], params: "SamplingParams | None" = None, *,
+                    priority: int = 0) -> list[Reply]:
+        """Replies for many independent turns: all submitted at once, so the backend batches
+        them (continuous batching, vLLM, llama.cpp slots); results in input order.
 
-        Each request is a dict of `stream_reply`'s arguments: ``card``, ``history``,
-        ``user_text`` and optionally ``options``, ``user_name``, ``user_persona``,
-        ``memories``, ``summary``, ``others``.
+        ``params`` is one `SamplingParams` for all, or a list with one per turn.
         """
-        from .backends.base import SamplingParams
-
-        params = params or SamplingParams()
-        backend = self.backend
-        prepared = []
-        for i, req in enumerate(requests):
-            if not isinstance(req, dict) or set(req) - _REQUEST_KEYS or "card" not in req or "user_text" not in req:
-                raise ConfigError(f"requests[{i}]: expected a dict with card, user_text and optionally "
-                                  f"{', '.join(sorted(_REQUEST_KEYS - {'card', 'user_text'}))}")
-            card = self._card(req["card"])
-            user_name = req.get("user_name") or card.user_name
-            prompt, timings = self._prepare(
-                card, req.get("history") or [], req["user_text"], user_name=user_name,
-                user_persona=req.get("user_persona", ""), memories=req.get("memories", ()),
-                summary=req.get("summary", ""), options=req.get("options"), others=req.get("others", ()))
-            prepared.append((card, user_name, prompt, timings))
-        start = time.perf_counter()
-        outputs = backend.generate_batch([p[2].messages for p in prepared], params) if prepared else []
-        generate_ms = _ms(start)
-        replies = []
-        for (card, user_name, prompt, timings), out, req in zip(prepared, outputs, requests):
-            cleaner = StreamCleaner(card, speakers=req.get("others", ()), user_name=user_name)
-            text = cleaner.feed(prompt.prefill) + cleaner.feed(out) + cleaner.finish()
-            timings = {**timings, "generate_ms": generate_ms, "batch_size": len(prepared)}
-            replies.append(self._reply(text, out, prompt, timings))
+        turns = [Turn(**t) if isinstance(t, dict) else t for t in turns]  # TODO(lead): transitional
+        for i, t in enumerate(turns):
+            if not isinstance(t, Turn):
+                raise ConfigError(f"turns[{i}]: expected a Turn, got {type(t).__name__}")
+        per = list(params) if isinstance(params, (list, tuple)) else [params] * len(turns)
+        if len(per) != len(turns):
+            raise ConfigError(f"reply_batch: {len(per)} sampling parameter sets for {len(turns)} turns")
+        if not turns:
+            return []
+        self.backend  # load once, before the threads
+        workers = min(len(turns), max(1, getattr(self.backend, "max_concurrency", 8)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="roleplay-turns") as pool:
+            replies = list(pool.map(lambda tp: self.reply(tp[0], tp[1], priority=priority), zip(turns, per)))
+        for r in replies:
+            r.timings["batch_size"] = len(turns)
         return replies

@@ -62,14 +62,23 @@ def test_growing_layer_matches_concatenation_and_appends_in_place():
 def test_stacked_rows_are_left_padded_with_zeros(backend):
     config = backend.model.config
     rows = [_filled(config, 5, seed=1), _filled(config, 3, seed=2)]
-    batch = kv.stack_left_padded(rows, [5, 3], config, reserve=8)
+    batch, width = kv.join_rows(None, 0, [], rows, [5, 3], model_config=config, reserve=8)
     keys = batch.layers[0].keys
+    assert width == 5
     assert keys.shape[0] == 2 and keys.shape[2] == 5
     assert torch.equal(keys[0], rows[0].layers[0].keys[0])
     assert torch.equal(keys[1, :, 2:], rows[1].layers[0].keys[0])
     assert not keys[1, :, :2].any()  # padding is zero, never uninitialised memory
     back = kv.extract_row(batch, 1, 2, 5, config)
     assert torch.equal(back.layers[-1].values, rows[1].layers[-1].values)
+    # a longer row joining a running batch: every row is re-aligned to the new width
+    longer = _filled(config, 7, seed=3)
+    joined, width = kv.join_rows(batch, 5, [5, 3], [longer], [7], model_config=config, reserve=16)
+    keys = joined.layers[0].keys
+    assert width == 7 and keys.shape[:3] == (3, keys.shape[1], 7)
+    assert torch.equal(keys[0, :, 2:], rows[0].layers[0].keys[0])
+    assert torch.equal(keys[1, :, 4:], rows[1].layers[0].keys[0]) and not keys[1, :, :4].any()
+    assert torch.equal(keys[2], longer.layers[0].keys[0])
 
 
 def test_prefix_store_longest_match_supersedes_and_evicts_by_bytes(backend):
@@ -113,8 +122,9 @@ def test_batch_rows_finishing_early_match_one_at_a_time(fresh):
     batch = [[{"role": "user", "content": "Say only the word yes."}], SHERLOCK, PIRATE,
              SHERLOCK + [{"role": "assistant", "content": "(looks up from the microscope)"}]]
     params = SamplingParams(max_tokens=48, temperature=0)
+    reused = fresh.scheduler.stats["reused_tokens"]
     batched = fresh.generate_batch(batch, params)
-    assert fresh.last_usage["reused_tokens"] > 0  # the two Sherlock rows share their prefix
+    assert fresh.scheduler.stats["reused_tokens"] > reused  # the two Sherlock rows share their prefix
     fresh.reuse_cache = False
     singles = [fresh.generate(m, params) for m in batch]
     assert batched == singles

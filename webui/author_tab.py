@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from . import cards_view, html
+from roleplay.engine import Turn
 
 if TYPE_CHECKING:
     from roleplay.cards import Character
@@ -220,6 +221,10 @@ def build(engine: "Engine") -> None:
                                          elem_id="author-export-format")
                 export_btn = gr.Button("Export", size="sm", elem_id="author-export")
                 export_file = gr.File(label="Exported card", interactive=False, elem_id="author-export-file")
+            with gr.Accordion("Extract from a book", open=False, elem_id="author-extract"):
+                from . import author_extract
+
+                author_extract.build(engine, card_dd=card_dd, choices=card_choices)
 
     def field_updates(err: CardError | None) -> list:
         """Inline errors: the form field named by ``err`` turns red with the reason."""
@@ -323,7 +328,7 @@ def build(engine: "Engine") -> None:
         try:
             _data, card = draft(yaml_text, list(values))
             card = attach(card, source)
-            prompt = engine.prepare(card, [], message or "Hello!", user_name=card.user_name)
+            prompt = engine.prepare(Turn(card, [], message or "Hello!", user_name=card.user_name))
         except RoleplayError as exc:
             return yaml_error_md(exc) if isinstance(exc, CardError) else f"⚠ {html.text(exc)}"
         return preview_markdown(prompt)
@@ -345,8 +350,8 @@ def build(engine: "Engine") -> None:
         shown = shown + [{"role": "user", "content": html.text(text)}]
         so_far, reply = "", None
         try:
-            for item in engine.stream_reply(card, history, text, params=SamplingParams(max_tokens=96),
-                                            user_name=card.user_name):
+            for item in engine.stream(Turn(card, history, text, user_name=card.user_name),
+                                      SamplingParams(max_tokens=96)):
                 if isinstance(item, str):
                     so_far += item
                     yield shown + [{"role": "assistant", "content": html.text(so_far)}], history, ""

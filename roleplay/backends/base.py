@@ -1,10 +1,19 @@
 """The backend interface: one abstract streaming method, everything else built on it.
 
-A backend turns chat messages into a stream of text. Subclasses implement only
-`Backend.stream`; `generate`, `generate_batch`, `count_tokens` and `render` have generic
-fallbacks here (sequential batch, approximate token counts, a ChatML-like rendering) that
-real backends override where they can do better (the transformers backend batches for real
-and counts with the model's tokenizer).
+A backend turns chat messages into a stream of text. `Backend.stream` is a template
+method: it validates the messages, calls the subclass's one abstract method `_pieces`
+(the raw stream of `Piece`s), and wraps it in a `Generation` that cuts stop strings and
+turns foreign exceptions into `BackendError` — once, here, for every backend. A
+`Generation` is an iterator of text chunks that also tells, once done, why it finished
+(``stop`` or ``length``), the token counts and, where the backend can, log-probabilities.
+
+Concurrency belongs to the backend (no lock outside it): any number of threads may call
+`stream` at once; each backend decides how they share the model (a continuous-batching
+scheduler for transformers, llama.cpp's slots, vLLM's scheduler, bounded concurrent HTTP
+for OpenAI-compatible servers). `Priority.USER` requests go before `Priority.BACKGROUND`
+work (memory extraction, summaries). A backend whose wait queue is full raises
+`BackendBusy` (the API answers 429 with ``Retry-After``) instead of queueing forever.
+`generate_batch` is one path for every backend: submit every conversation, collect.
 
 Trade-offs:
 - `SamplingParams` is validated on construction and raises `ConfigError` naming the field,
@@ -21,8 +30,12 @@ Trade-offs:
 from __future__ import annotations
 
 import re
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -49,6 +62,16 @@ class SamplingParams(BaseModel):
     repetition_penalty: float = Field(1.1, gt=0.0, le=5.0)
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
     stop: list[str] = Field(default_factory=list, max_length=16)
+    #: OpenAI's penalties: subtract ``presence`` once per token already generated and
+    #: ``frequency`` × its count (on the logits, before temperature).
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    #: Token id -> bias added to its logit (-100 bans, +100 forces).
+    logit_bias: dict[int, float] = Field(default_factory=dict, max_length=300)
+    #: None: no log-probabilities; N >= 0: each chosen token's logprob and the N best.
+    logprobs: int | None = Field(None, ge=0, le=20)
+    #: Constrain the output to this JSON schema (memory extraction, JSON judges).
+    json_schema: dict[str, Any] | None = None
 
     def __init__(self, **data: Any) -> None:
         # subtle: pydantic's ValidationError is not one of our errors; turn it into the
@@ -62,10 +85,49 @@ class SamplingParams(BaseModel):
                               f"(got {err.get('input')!r})") from None
         if any(not s for s in self.stop):
             raise ConfigError("sampling parameter stop: stop strings must not be empty")
+        if any(not -100.0 <= b <= 100.0 for b in self.logit_bias.values()):
+            raise ConfigError("sampling parameter logit_bias: each bias must be between -100 and 100")
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
+
+
+class Priority(IntEnum):
+    """Who waits for a generation: a user's reply goes before background work."""
+
+    USER = 0
+    BACKGROUND = 10
+
+
+class BackendBusy(BackendError):
+    """The backend's wait queue is full; try again after ``retry_after`` seconds (HTTP 429)."""
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass
+class TokenLogprob:
+    """One generated token's log-probability and the best alternatives at that step."""
+
+    token: str
+    logprob: float
+    top: list[tuple[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class Piece:
+    """What a backend's raw stream yields: text (with its token's logprob, if asked), or,
+    last, the finish reason and token counts."""
+
+    text: str = ""
+    logprob: TokenLogprob | None = None
+    finish_reason: str | None = None  # "stop" (end of turn / stop string) | "length"
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cached_tokens: int | None = None  # prompt tokens taken from a kept cache
 
 
 def check_messages(messages: list[dict]) -> None:
@@ -144,28 +206,150 @@ def cut_at_stop(text: str, stop: list[str]) -> str:
     return cutter.feed(text) + cutter.flush()
 
 
+class Generation:
+    """A running generation: iterate it for text chunks (stop strings already cut).
+
+    Once exhausted: ``finish_reason`` is ``"stop"`` (end of turn or a stop string) or
+    ``"length"`` (``max_tokens`` cut it); ``prompt_tokens``/``completion_tokens`` count
+    tokens (None where the backend cannot tell); ``logprobs`` lists the generated tokens'
+    log-probabilities when ``params.logprobs`` asked for them and the backend gives them.
+    `close` (or leaving a ``for`` loop over it early and dropping it) cancels the work.
+    """
+
+    def __init__(self, pieces: Iterator[Piece], params: SamplingParams, *, backend: str) -> None:
+        self._pieces = pieces
+        self._cutter = StopCutter(params.stop)
+        self._backend = backend
+        self._want_logprobs = params.logprobs is not None
+        self._done = False
+        self.text = ""
+        self.finish_reason: str | None = None
+        self.prompt_tokens: int | None = None
+        self.completion_tokens: int | None = None
+        self.cached_tokens: int | None = None
+        self.logprobs: list[TokenLogprob] | None = None
+
+    def __iter__(self) -> "Generation":
+        return self
+
+    def __next__(self) -> str:
+        while not self._done:
+            try:
+                piece = next(self._pieces)
+            except StopIteration:
+                self._done = True
+                out = self._cutter.flush()
+                if self.finish_reason is None:
+                    self.finish_reason = "stop"
+                if out:
+                    self.text += out
+                    return out
+                break
+            except BackendError:
+                self._finish()
+                raise
+            except Exception as exc:  # one wrapping for every backend
+                self._finish()
+                raise BackendError(f"generation failed in the {self._backend} backend: "
+                                   f"{type(exc).__name__}: {exc}".splitlines()[0]) from exc
+            if piece.prompt_tokens is not None:
+                self.prompt_tokens = piece.prompt_tokens
+            if piece.completion_tokens is not None:
+                self.completion_tokens = piece.completion_tokens
+            if piece.cached_tokens is not None:
+                self.cached_tokens = piece.cached_tokens
+            if piece.finish_reason is not None:
+                self.finish_reason = piece.finish_reason
+            if piece.logprob is not None and self._want_logprobs:
+                self.logprobs = (self.logprobs or []) + [piece.logprob]
+            if not piece.text:
+                continue
+            out = self._cutter.feed(piece.text)
+            if self._cutter.done:
+                self.finish_reason = "stop"  # a stop string, whatever the backend says
+                self._finish()
+            if out:
+                self.text += out
+                return out
+        raise StopIteration
+
+    def _finish(self) -> None:
+        self._done = True
+        close = getattr(self._pieces, "close", None)
+        if close is not None:
+            close()
+
+    def close(self) -> None:
+        """Stop generating (the backend frees the request's slot at its next step)."""
+        if not self._done:
+            self._finish()
+            if self.finish_reason is None:
+                self.finish_reason = "stop"
+
+    def collect(self) -> str:
+        """Run to the end; the whole text."""
+        for _ in self:
+            pass
+        return self.text
+
+
 class Backend(ABC):
-    """A text generator for chat messages. Subclasses implement `stream` only.
+    """A text generator for chat messages. Subclasses implement `_pieces` only.
 
     ``messages`` are ``[{"role": "system"|"user"|"assistant", "content": str}]``; when the
     last one is ``assistant`` it is a prefill that the model continues, and the prefill
-    itself is not repeated in the output.
+    itself is not repeated in the output. Safe to call from many threads at once.
     """
 
     name: str = "base"
     model_name: str = ""
+    #: How many requests `generate_batch` keeps in flight at once.
+    max_concurrency: int = 8
+    #: Whether `Generation.logprobs` can be filled (``params.logprobs``).
+    supports_logprobs: bool = False
+    #: Token counts of the last request that finished (tests and benchmarks on an idle
+    #: backend; under concurrency read `Generation`'s counts instead).
+    last_usage: dict[str, int] = {}
+
+    def stream(self, messages: list[dict], params: SamplingParams | None = None, *,
+               priority: int = Priority.USER) -> Generation:
+        """Start generating; iterate the result for the reply's text chunks.
+
+        Raises:
+            BackendError: invalid messages, or the backend failed (also while iterating).
+            BackendBusy: the backend's wait queue is full (before anything was generated).
+        """
+        check_messages(messages)
+        params = params or SamplingParams()
+        try:
+            pieces = iter(self._pieces(messages, params, priority=int(priority)))
+        except BackendError:
+            raise
+        except Exception as exc:
+            raise BackendError(f"generation failed in the {self.name} backend: "
+                               f"{type(exc).__name__}: {exc}".splitlines()[0]) from exc
+        return Generation(pieces, params, backend=self.name)
 
     @abstractmethod
-    def stream(self, messages: list[dict], params: SamplingParams) -> Iterator[str]:
-        """Yield the reply's text in chunks as it is generated."""
+    def _pieces(self, messages: list[dict], params: SamplingParams, *, priority: int) -> Iterator[Piece]:
+        """The raw stream for validated ``messages``: text pieces, then (optionally) a
+        last `Piece` with the finish reason and token counts. Stop strings may be left in
+        (`Generation` cuts them); stopping early on them saves work."""
 
-    def generate(self, messages: list[dict], params: SamplingParams) -> str:
+    def generate(self, messages: list[dict], params: SamplingParams | None = None, *,
+                 priority: int = Priority.USER) -> str:
         """The whole reply as one string."""
-        return "".join(self.stream(messages, params))
+        return self.stream(messages, params, priority=priority).collect()
 
-    def generate_batch(self, batch: list[list[dict]], params: SamplingParams) -> list[str]:
-        """One reply per conversation (sequential here; batched where the backend can)."""
-        return [self.generate(messages, params) for messages in batch]
+    def generate_batch(self, batch: list[list[dict]], params: SamplingParams | None = None, *,
+                       priority: int = Priority.USER) -> list[str]:
+        """One reply per conversation: all submitted at once (up to ``max_concurrency`` in
+        flight), so the backend batches them its own way; results in input order."""
+        if len(batch) <= 1:
+            return [self.generate(messages, params, priority=priority) for messages in batch]
+        with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(batch)),
+                                thread_name_prefix=f"roleplay-{self.name}-batch") as pool:
+            return list(pool.map(lambda messages: self.generate(messages, params, priority=priority), batch))
 
     def count_tokens(self, text: str) -> int:
         """Tokens in ``text`` (approximate unless the backend has the model's tokenizer)."""
@@ -183,7 +367,72 @@ class Backend(ABC):
     def choice_logprobs(self, messages: list[dict], choices: list[str]) -> dict[str, float]:
         """Log-probability of each choice as the continuation of the prompt."""
         raise BackendError(f"the {self.name} backend cannot score choices; use the "
-                           "transformers backend or a text judge")
+                           "transformers or llamacpp backend, or a text judge")
 
     def close(self) -> None:
         """Release models, threads and connections (optional)."""
+
+
+class Admission:
+    """A priority wait line in front of a fixed number of slots (llama.cpp, HTTP servers).
+
+    ``with admission.slot(priority):`` waits for a free slot — lower priority values first,
+    then arrival order — and raises `BackendBusy` when ``max_waiting`` requests already
+    wait. ``reserve_user`` slots are kept for `Priority.USER` requests, so background work
+    can never occupy every slot a user's reply needs.
+    """
+
+    def __init__(self, slots: int, *, max_waiting: int = 64, reserve_user: int = 0, name: str = "backend") -> None:
+        self.slots, self.max_waiting, self.name = max(1, slots), max_waiting, name
+        self.reserve_user = min(reserve_user, self.slots - 1)
+        self._cond = threading.Condition()
+        self._busy = 0
+        self._waiting: list[tuple[int, int]] = []  # (priority, ticket)
+        self._ticket = 0
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def busy(self) -> int:
+        return self._busy
+
+    def _may_start(self, entry: tuple[int, int]) -> bool:
+        limit = self.slots - (self.reserve_user if entry[0] > Priority.USER else 0)
+        return self._busy < limit and min(self._waiting) == entry
+
+    def acquire(self, priority: int = Priority.USER) -> None:
+        with self._cond:
+            if len(self._waiting) >= self.max_waiting:
+                raise BackendBusy(f"the {self.name} backend has {len(self._waiting)} requests waiting "
+                                  f"(limit {self.max_waiting}); try again shortly", retry_after=2.0)
+            self._ticket += 1
+            entry = (int(priority), self._ticket)
+            self._waiting.append(entry)
+            try:
+                while not self._may_start(entry):
+                    self._cond.wait()
+            finally:
+                self._waiting.remove(entry)
+                self._cond.notify_all()
+            self._busy += 1
+
+    def release(self) -> None:
+        with self._cond:
+            self._busy -= 1
+            self._cond.notify_all()
+
+    def slot(self, priority: int = Priority.USER) -> "_Slot":
+        return _Slot(self, priority)
+
+
+class _Slot:
+    def __init__(self, admission: Admission, priority: int) -> None:
+        self.admission, self.priority = admission, priority
+
+    def __enter__(self) -> None:
+        self.admission.acquire(self.priority)
+
+    def __exit__(self, *exc: Any) -> None:
+        self.admission.release()

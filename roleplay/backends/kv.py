@@ -102,29 +102,42 @@ def copy_prefix(source: DynamicCache, length: int, config: Any, reserve: int) ->
     return cache
 
 
-def stack_left_padded(rows: list[DynamicCache], lengths: list[int], config: Any, reserve: int) -> DynamicCache:
-    """One batched cache from single-row caches: row i right-aligned, padding zeroed."""
-    cache = growing_cache(config, reserve)
+def join_rows(batch: DynamicCache | None, width: int, lens: list[int], rows: list[DynamicCache],
+              row_lens: list[int], *, model_config: Any, reserve: int) -> tuple[DynamicCache, int]:
+    """``batch`` (rows right-aligned at ``width``, ``lens`` tokens each) plus single-row caches.
+
+    Returns the joined cache, every row right-aligned at the new width (the longest row),
+    padding zeroed, and that width. One copy of the batch: the cost of joining a running
+    batch (continuous batching) is about one decoding step.
+    """
+    new_width = max([*lens, *row_lens, 1])
+    old = max(lens, default=0)  # the live columns of the old batch: [width - old, width)
+    cache = growing_cache(model_config, reserve)
     assert cache is not None
-    width = max(lengths)
-    for layer_idx, layer in enumerate(cache.layers):
-        first = next((r.layers[layer_idx].keys for r in rows if r.layers[layer_idx].is_initialized), None)
-        if first is None:  # every row is empty: nothing cached yet
+    n_old = len(lens)
+    for i, layer in enumerate(cache.layers):
+        sources = [r.layers[i] for r in rows if r.layers[i].is_initialized]
+        ref = batch.layers[i].keys if batch is not None and n_old else (sources[0].keys if sources else None)
+        if ref is None:
             continue
-        _, h, _, d = first.shape
-        cap = max(reserve, width) + 64
+        _, h, _, d = ref.shape
+        cap = max(reserve, new_width) + 64
         # zeros, not empty: masked positions still go through the softmax·V product, and
         # uninitialised memory may hold NaN, which a zero weight does not cancel.
-        kbuf = first.new_zeros((len(rows), h, cap, d))
-        vbuf = first.new_zeros((len(rows), h, cap, d))
-        for i, (row, n) in enumerate(zip(rows, lengths)):
+        kbuf = ref.new_zeros((n_old + len(rows), h, cap, d))
+        vbuf = ref.new_zeros((n_old + len(rows), h, cap, d))
+        if batch is not None and n_old and old:
+            src = batch.layers[i]
+            kbuf[:n_old, :, new_width - old:new_width] = src.keys[:, :, width - old:width]
+            vbuf[:n_old, :, new_width - old:new_width] = src.values[:, :, width - old:width]
+        for j, (row, n) in enumerate(zip(rows, row_lens)):
             if n:
-                kbuf[i, :, width - n:width] = row.layers[layer_idx].keys[0, :, :n]
-                vbuf[i, :, width - n:width] = row.layers[layer_idx].values[0, :, :n]
-        layer.lazy_initialization(first, first)
+                kbuf[n_old + j, :, new_width - n:new_width] = row.layers[i].keys[0, :, :n]
+                vbuf[n_old + j, :, new_width - n:new_width] = row.layers[i].values[0, :, :n]
+        layer.lazy_initialization(ref, ref)
         layer._kbuf, layer._vbuf = kbuf, vbuf
-        layer.keys, layer.values = kbuf[:, :, :width], vbuf[:, :, :width]
-    return cache
+        layer.keys, layer.values = kbuf[:, :, :new_width], vbuf[:, :, :new_width]
+    return cache, new_width
 
 
 def extract_row(cache: DynamicCache, row: int, start: int, end: int, config: Any) -> DynamicCache:

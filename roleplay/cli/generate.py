@@ -23,7 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="JSON list of earlier messages {role, name, content}, oldest first")
     p.add_argument("--user-name", help="the user's name (default: the card's user_name)")
     p.add_argument("--memory", action="append", default=[], metavar="TEXT",
-                   help="a remembered fact about the user (repeat)")
+                   help="a remembered fact about the user (repeat; replaces the stored memories)")
+    p.add_argument("--user", default=None,
+                   help="whose stored memories the prompt includes, as in a real turn (default: you)")
+    p.add_argument("--no-memory", action="store_true", help="leave stored memories out")
     p.add_argument("--summary", default="", help="a rolling summary of earlier turns")
     p.add_argument("--stage-mode", choices=["prefill", "instruct", "off"], default="prefill",
                    help="how the stage note is applied (default: prefill)")
@@ -56,7 +59,8 @@ def _load_history(path: str | None) -> list[dict]:
 
 
 def cmd_prompt(args: argparse.Namespace) -> int:
-    from ..engine import Engine, EngineOptions
+    from ..engine import Engine, EngineOptions, Turn
+    from ..memory.store import default_user
     from . import emit
 
     engine = Engine(args.settings)
@@ -66,8 +70,10 @@ def cmd_prompt(args: argparse.Namespace) -> int:
                             cache_friendly=args.cache_friendly,
                             template_dir=Path(args.template_dir) if args.template_dir else None)
     backend = engine.backend  # loaded first: parts are counted with the model's tokenizer
-    prompt = engine.prepare(card, _load_history(args.history), args.text, user_name=args.user_name,
-                            memories=args.memory, summary=args.summary, options=options)
+    prompt = engine.prepare(Turn(card, _load_history(args.history), args.text, user_name=args.user_name,
+                                 memories=[] if args.no_memory else (args.memory or None),
+                                 memory_user=args.user or default_user(), summary=args.summary,
+                                 options=options))
     rendered = backend.render(prompt.messages)
     ids = getattr(backend, "prompt_ids", None)
     rendered_tokens = len(ids(prompt.messages)) if callable(ids) else backend.count_tokens(rendered)

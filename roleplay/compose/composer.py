@@ -81,7 +81,7 @@ def _builtin_templates() -> Path:
     return Path(str(resources.files("roleplay.compose") / "templates"))
 
 
-def _language(card: Character) -> str:
+def card_language(card: Character) -> str:
     return (card.language or "en").lower().split("-")[0].split("_")[0]
 
 
@@ -256,7 +256,7 @@ class Composer:
                               f"{LIMITS.string_chars}")
         user_name = user_name or card.user_name
         others = [o for o in others if o and o != card.name]
-        lang = _language(card)
+        lang = card_language(card)
 
         def x(text: str) -> str:
             return macros.expand(text or "", char=card.name, user=user_name).strip()

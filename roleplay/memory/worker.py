@@ -9,9 +9,9 @@ extra model calls at once on a small CPU; a job that fails is logged and recorde
 lost — they are derived data (memories, summaries) that the next turn can re-derive,
 never a saved message.
 
-Model calls made here and by a `Session` turn share `generation_lock(backend)`, because
-a backend (a transformers model with a reused KV cache) is not safe to drive from two
-threads at once.
+Model calls made by jobs go to the backend at `Priority.BACKGROUND`: the backend owns
+concurrency and serves a user's reply first (see roleplay/backends/scheduler.py); no
+lock is taken here.
 
 `flush()` waits for the queue to drain (tests, the CLI before it exits).
 """
@@ -25,19 +25,6 @@ import time
 from typing import Any, Callable
 
 log = logging.getLogger(__name__)
-
-_LOCKS: dict[int, threading.Lock] = {}
-_LOCKS_GUARD = threading.Lock()
-
-
-def generation_lock(backend: Any) -> threading.Lock:
-    """The lock that serialises model calls on ``backend`` between turns and the worker."""
-    with _LOCKS_GUARD:
-        lock = _LOCKS.get(id(backend))
-        if lock is None:
-            lock = _LOCKS[id(backend)] = threading.Lock()
-        return lock
-
 
 class Worker:
     """One daemon thread draining a FIFO queue of ``(fn, args, kwargs)`` jobs."""

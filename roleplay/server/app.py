@@ -1,15 +1,16 @@
 """The OpenAI-compatible API: ``/v1/models`` and ``/v1/chat/completions`` over the Engine.
 
 Every character card is a model (``roleplay/<id>``). A completion runs the client's
-conversation through `Engine.stream_reply` — retrieval, lorebook, stage note, memory — so
+conversation through `Engine.stream` — retrieval, lorebook, stage note, memory — so
 any OpenAI client (the SDK, SillyTavern, Open WebUI) talks to our characters. The server
 holds no engine logic: it maps the request onto the engine's arguments and the reply back.
 
 Trade-offs:
-- One generation at a time. A small model on a CPU (or one GPU) gains nothing from
-  interleaving requests, and the backends are not guaranteed thread-safe, so requests wait
-  in a FIFO queue served by one worker thread. Each request still gets its own history,
-  card copy and output channel, so concurrent conversations never mix.
+- The backend owns concurrency: each request runs its turn on a thread of its own and
+  submits to the backend, which batches concurrent requests (continuous batching,
+  llama.cpp slots, vLLM) and queues the rest; a full wait line is a 429 with
+  ``Retry-After``. Each request has its own history, card copy and output channel, so
+  concurrent conversations never mix.
 - Stateless, like OpenAI: the client sends the whole conversation each time; nothing is
   written to the sessions database. Memories are read (for ``user``), never written.
 - A client that disconnects mid-stream cancels its generation at the next chunk, so an
@@ -33,7 +34,7 @@ from .schemas import (ChatCompletionRequest, chunk_body, completion_body, error_
                       new_completion_id)
 
 if TYPE_CHECKING:
-    from ..engine import Engine
+    from ..engine import Engine, Turn
 
 #: Default request body limit: long SillyTavern contexts fit; a runaway upload does not.
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -45,28 +46,25 @@ class APIError(Exception):
     """An error answered in OpenAI's format with an HTTP status."""
 
     def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None) -> None:
+                 param: str | None = None, code: str | None = None, headers: dict | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.headers = headers or {}
 
 
-class GenerationQueue:
-    """Runs generations one at a time, first come first served, on one worker thread.
+class StreamBridge:
+    """Runs each request's turn on a thread of its own and hands its items to asyncio.
 
     ``submit`` returns an asyncio queue that receives the engine's items (text chunks, the
     final Reply, or an exception) and then an end marker. Setting the returned event
-    cancels the job: before it starts, or at its next chunk. ``model_lock`` (called in the
-    worker) gives the lock shared with other users of the same model in this process —
-    the sessions and the memory worker use `generation_lock(backend)` — so API turns never
-    overlap their model calls either.
+    cancels the turn at its next chunk (the backend then frees the request's slot). No
+    lock and no single worker: the backend decides how concurrent turns share the model.
     """
 
-    def __init__(self, *, model_lock: Callable[[], Any] | None = None) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="roleplay-gen")
-        self._model_lock = model_lock
+    def __init__(self, *, max_threads: int = 256) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="roleplay-turn")
         self._lock = threading.Lock()
         self._cancels: set[threading.Event] = set()
-        self.waiting = 0
 
     def submit(self, make_stream: Callable[[], Iterable[Any]]) -> tuple[asyncio.Queue, threading.Event]:
         loop = asyncio.get_running_loop()
@@ -79,44 +77,32 @@ class GenerationQueue:
             except RuntimeError:  # the event loop closed (server shutting down)
                 cancel.set()
 
-        def run() -> None:
+        def job() -> None:
             stream = None
             try:
-                stream = iter(make_stream())
-                for item in stream:
-                    emit(item)
-                    if cancel.is_set():
-                        break
-            finally:
-                close = getattr(stream, "close", None)
-                if close is not None:
-                    close()  # stops the backend's generation thread early
-
-        def job() -> None:
-            with self._lock:
-                self.waiting -= 1
-            try:
                 if not cancel.is_set():
-                    if self._model_lock is None:
-                        run()
-                    else:
-                        with self._model_lock():
-                            run()
+                    stream = iter(make_stream())
+                    for item in stream:
+                        emit(item)
+                        if cancel.is_set():
+                            break
             except Exception as exc:  # reported to this request only
                 emit(exc)
             finally:
+                close = getattr(stream, "close", None)
+                if close is not None:
+                    close()  # stops the backend's generation early
                 with self._lock:
                     self._cancels.discard(cancel)
                 emit(_END)
 
         with self._lock:
-            self.waiting += 1
             self._cancels.add(cancel)
         self._pool.submit(job)
         return out, cancel
 
     def shutdown(self) -> None:
-        """Cancel every queued and running job; do not wait for them."""
+        """Cancel every running turn; do not wait for them."""
         with self._lock:
             for cancel in self._cancels:
                 cancel.set()
@@ -187,12 +173,7 @@ def create_app(engine: "Engine", *, api_keys: Iterable[str] | None = None,
 
     keys = [k for k in (api_keys or []) if k]
 
-    def model_lock() -> Any:
-        from ..memory.worker import generation_lock
-
-        return generation_lock(engine.backend)
-
-    queue = GenerationQueue(model_lock=model_lock)
+    queue = StreamBridge()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -208,7 +189,7 @@ def create_app(engine: "Engine", *, api_keys: Iterable[str] | None = None,
     @app.exception_handler(APIError)
     async def _api_error(_req: Request, exc: APIError) -> JSONResponse:
         return JSONResponse(error_body(exc.message, type=exc.type, param=exc.param, code=exc.code),
-                            status_code=exc.status)
+                            status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_req: Request, exc: RequestValidationError) -> JSONResponse:
@@ -245,7 +226,9 @@ def create_app(engine: "Engine", *, api_keys: Iterable[str] | None = None,
     @app.get("/health")
     def health() -> dict:
         s = engine.settings
-        return {"status": "ok", "backend": s.backend, "model": s.model, "waiting": queue.waiting}
+        backend = engine._backend  # not loaded by a health check
+        waiting = getattr(getattr(backend, "scheduler", None), "waiting", 0) if backend is not None else 0
+        return {"status": "ok", "backend": s.backend, "model": s.model, "waiting": waiting}
 
     @app.get("/v1/models")
     def models(request: Request) -> dict:
@@ -267,10 +250,12 @@ def create_app(engine: "Engine", *, api_keys: Iterable[str] | None = None,
         card = await asyncio.to_thread(_load_card, engine, body.model)
         turn = _turn_arguments(card, body)
         params = _sampling_params(body)
-        memories = await asyncio.to_thread(_memories, engine, card, turn, body)
-        out, cancel = queue.submit(lambda: engine.stream_reply(
-            turn["card"], turn["history"], turn["user_text"], params=params, user_name=turn["user_name"],
-            memories=memories))
+        out, cancel = queue.submit(lambda: engine.stream(turn, params))
+        first = await out.get()  # a busy backend answers 429 before any response starts
+        if isinstance(first, Exception):
+            cancel.set()
+            raise _as_api_error(first)
+        out = _Items(first, out)
         cid, model_name = new_completion_id(), body.model
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -282,7 +267,7 @@ def create_app(engine: "Engine", *, api_keys: Iterable[str] | None = None,
         finally:
             cancel.set()
         return completion_body(cid, model_name, reply.text,
-                               finish_reason=_finish_reason(reply, params.max_tokens),
+                               finish_reason=reply.finish_reason,
                                prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
                                extra=_reply_extra(reply))
 
@@ -304,14 +289,17 @@ def _load_card(engine: "Engine", model: str):
                        type="server_error", param="model") from None
 
 
-def _turn_arguments(card: Any, body: ChatCompletionRequest) -> dict:
+def _turn_arguments(card: Any, body: ChatCompletionRequest) -> "Turn":
     """Split the client's messages into (extra instructions, history, new message).
 
     System/developer messages are appended to the card's system prompt (as extra persona
     and instructions); the last user message is the new message; earlier user/assistant
     turns are the history. Assistant messages after the last user message are ignored.
+    ``user`` selects whose memories are read (none without it: an anonymous client must
+    not see what another one told the character).
     """
     from ..cards.macros import expand
+    from ..engine import Turn
 
     msgs = body.messages
     last_user = max(i for i, m in enumerate(msgs) if m.role == "user")
@@ -329,7 +317,7 @@ def _turn_arguments(card: Any, body: ChatCompletionRequest) -> dict:
     text = msgs[last_user].text()
     if not text.strip():
         raise APIError(400, "the last user message is empty", param="messages")
-    return {"card": card, "history": history, "user_text": text, "user_name": user_name}
+    return Turn(card=card, history=history, user_text=text, user_name=user_name, memory_user=body.user or None)
 
 
 def _sampling_params(body: ChatCompletionRequest):
@@ -342,25 +330,20 @@ def _sampling_params(body: ChatCompletionRequest):
         raise APIError(400, str(exc), code="invalid_value") from None
 
 
-def _memories(engine: "Engine", card: Any, turn: dict, body: ChatCompletionRequest) -> list[str]:
-    """Memories of the request's ``user`` about this character (read only).
+class _Items:
+    """The request's queue with its first item (already taken to check for a 429) put back."""
 
-    Without ``user`` the API is stateless and reads none: an anonymous client must not
-    see what another one told the character.
-    """
-    if not body.user:
-        return []
-    from ..memory import get_store
+    def __init__(self, first: Any, out: asyncio.Queue) -> None:
+        self.first, self.out, self.taken = first, out, False
 
-    try:
-        found = get_store(engine.settings).search(body.user, card.id, turn["user_text"],
-                                                  budget_tokens=engine.settings.budgets.memories)
-    except RoleplayError:
-        return []  # memory is an enrichment: a broken store must not fail the chat
-    return [m.text for m in found]
+    async def get(self) -> Any:
+        if not self.taken:
+            self.taken = True
+            return self.first
+        return await self.out.get()
 
 
-async def _collect(out: asyncio.Queue):
+async def _collect(out: "_Items"):
     reply = None
     while True:
         item = await out.get()
@@ -375,7 +358,7 @@ async def _collect(out: asyncio.Queue):
     return reply
 
 
-async def _sse(out: asyncio.Queue, cancel: threading.Event, cid: str, model: str, max_tokens: int,
+async def _sse(out: "_Items", cancel: threading.Event, cid: str, model: str, max_tokens: int,
                include_usage: bool) -> AsyncIterator[str]:
     """Server-sent events: role chunk, content chunks, a finish chunk, ``[DONE]``."""
     created = int(time.time())
@@ -401,7 +384,7 @@ async def _sse(out: asyncio.Queue, cancel: threading.Event, cid: str, model: str
             usage = {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
                      "total_tokens": reply.prompt_tokens + reply.completion_tokens}
             yield event(chunk_body(cid, model, created, delta={},
-                                   finish_reason=_finish_reason(reply, max_tokens),
+                                   finish_reason=reply.finish_reason,
                                    extra=_reply_extra(reply)))
             if include_usage:
                 final = chunk_body(cid, model, created, delta={}, usage=usage)
@@ -413,18 +396,20 @@ async def _sse(out: asyncio.Queue, cancel: threading.Event, cid: str, model: str
 
 
 def _as_api_error(exc: Exception) -> APIError:
+    from ..backends.base import BackendBusy
+
     if isinstance(exc, APIError):
         return exc
+    if isinstance(exc, BackendBusy):
+        return APIError(429, str(exc), type="rate_limit_exceeded", code="rate_limit_exceeded",
+                        headers={"Retry-After": str(max(1, round(exc.retry_after)))})
     if isinstance(exc, RoleplayError):
         return APIError(503 if isinstance(exc, BackendError) else 500, str(exc), type="server_error")
     return APIError(500, f"generation failed: {type(exc).__name__}: {exc}", type="server_error")
 
 
-def _finish_reason(reply: Any, max_tokens: int) -> str:
-    return "length" if reply.completion_tokens >= max_tokens else "stop"
-
-
 def _reply_extra(reply: Any) -> dict:
-    """Role-play details OpenAI clients ignore but ours can show (emotion, stage note)."""
-    return {"emotion": reply.emotion, "note": reply.note, "intent": reply.intent,
-            "story_ids": list(reply.story_ids), "lore_names": list(reply.lore_names)}
+    """Role-play details OpenAI clients ignore but ours can show (emotion, stage note …)."""
+    record = reply.record()
+    record.pop("text")  # it is the message content
+    return record

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..errors import StoreError
+from ..reply import REPLY_FIELDS as RECORD_FIELDS
 
 Migration = Callable[[sqlite3.Connection], None]
 MIGRATIONS: list[Migration] = []
@@ -216,9 +217,31 @@ def integrity_check(path: Path) -> str:
 
 
 # -- message rows (used by Session and the importers) ------------------------------------
-#: Columns shared by a message row and its swipes (the active swipe is mirrored).
-REPLY_FIELDS = ("text", "emotion", "note", "intent", "story_ids", "lore_names", "memories",
-                "timings", "prompt_tokens", "completion_tokens", "status")
+#: Columns shared by a message row and its swipes (the active swipe is mirrored): the
+#: fields of `roleplay.reply.ReplyRecord`, plus the status.
+REPLY_FIELDS = (*RECORD_FIELDS, "status")
+_JSON_FIELDS = {"story_ids": [], "lore_names": [], "memories": [], "timings": {}}
+
+
+def reply_columns(record: dict, status: str = "complete") -> dict:
+    """Column values for a reply's `ReplyRecord.record` (lists and dicts as JSON)."""
+    cols: dict[str, Any] = {}
+    for key in RECORD_FIELDS:
+        value = record.get(key)
+        if key in _JSON_FIELDS:
+            value = dumps(value if value is not None else _JSON_FIELDS[key])
+        elif key in ("prompt_tokens", "completion_tokens"):
+            value = int(value or 0)
+        else:
+            value = value if value is not None else ""
+        cols[key] = value
+    cols["status"] = status
+    return cols
+
+
+def row_record(row: Any) -> dict:
+    """A message or swipe row's reply fields, decoded (the inverse of `reply_columns`)."""
+    return {key: loads(row[key], _JSON_FIELDS[key]) if key in _JSON_FIELDS else row[key] for key in RECORD_FIELDS}
 
 
 def insert_message(con: Any, session_id: str, *, role: str, speaker: str, character_id: str | None,
@@ -281,3 +304,15 @@ def copy_messages(con: Any, src: str, dst: str, *, max_position: int) -> None:
             skeys = list(scols)
             con.execute(f"INSERT INTO swipes ({', '.join(skeys)}) VALUES ({', '.join('?' * len(skeys))})",
                         [scols[k] for k in skeys])
+
+
+def touch_session(con: Any, session_id: str) -> None:
+    """Mark a session as just changed (the sessions list is ordered by it)."""
+    con.execute("UPDATE sessions SET updated=? WHERE id=?", (time.time(), session_id))
+
+
+def extend_message(con: Any, message_id: int, text: str, *, added_tokens: int) -> None:
+    """A continued reply: its new whole text, on the message and its active swipe."""
+    con.execute("UPDATE messages SET text=?, status='complete', completion_tokens=completion_tokens+? WHERE id=?",
+                (text, int(added_tokens), message_id))
+    con.execute("UPDATE swipes SET text=?, status='complete' WHERE message_id=? AND active=1", (text, message_id))

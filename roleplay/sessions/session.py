@@ -32,12 +32,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ..cards.macros import expand
 from ..config import Settings
 from ..errors import BackendError, ConfigError, RoleplayError, SessionError
+from ..reply import ReplyRecord
 from . import db
 from .group import STRATEGIES, choose_speaker
 
 if TYPE_CHECKING:
     from ..cards.schema import Character
-    from ..engine import Engine, Reply
+    from ..engine import Engine, Reply, Turn
 
 
 class SessionSettings(BaseModel):
@@ -69,27 +70,18 @@ class Swipe:
     created: float = 0.0
 
 
-@dataclass
-class Message:
-    """One message on a session's path (assistant messages mirror their active swipe)."""
+@dataclass(kw_only=True)
+class Message(ReplyRecord):
+    """One message on a session's path (assistant messages mirror their active swipe);
+    its reply fields are `ReplyRecord`'s."""
 
     id: int
     session_id: str
     position: int
     role: str
     speaker: str
-    text: str
     character_id: str | None = None
-    emotion: str = ""
-    note: str = ""
-    intent: str = ""
     status: str = "complete"
-    story_ids: list[str] = field(default_factory=list)
-    lore_names: list[str] = field(default_factory=list)
-    memories: list[str] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
     swipe_id: int = 0
     swipe_count: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -116,45 +108,10 @@ def _settings_of(engine_or_settings: Any) -> Settings:
 
 def _row_message(row: Any, swipe_count: int = 0) -> Message:
     return Message(
-        id=row["id"], session_id=row["session_id"], position=row["position"], role=row["role"],
-        speaker=row["speaker"], text=row["text"], character_id=row["character_id"],
-        emotion=row["emotion"], note=row["note"], intent=row["intent"], status=row["status"],
-        story_ids=db.loads(row["story_ids"], []), lore_names=db.loads(row["lore_names"], []),
-        memories=db.loads(row["memories"], []), timings=db.loads(row["timings"], {}),
-        prompt_tokens=row["prompt_tokens"], completion_tokens=row["completion_tokens"],
+        **db.row_record(row), id=row["id"], session_id=row["session_id"], position=row["position"],
+        role=row["role"], speaker=row["speaker"], character_id=row["character_id"], status=row["status"],
         swipe_id=row["swipe_id"], swipe_count=swipe_count, extra=db.loads(row["extra"], {}),
         created=row["created"])
-
-
-def _reply_values(reply: Any, status: str, timings: dict | None = None) -> dict:
-    """Column values of a reply (an engine `Reply`) for a message or swipe row."""
-    t = dict(getattr(reply, "timings", {}) or {})
-    t.update(timings or {})
-    return {"text": reply.text, "emotion": getattr(reply, "emotion", "") or "",
-            "note": getattr(reply, "note", "") or "", "intent": getattr(reply, "intent", "") or "",
-            "story_ids": db.dumps(list(getattr(reply, "story_ids", []) or [])),
-            "lore_names": db.dumps(list(getattr(reply, "lore_names", []) or [])),
-            "memories": db.dumps(list(getattr(reply, "memories", []) or [])),
-            "timings": db.dumps({k: round(float(v), 4) for k, v in t.items()}),
-            "prompt_tokens": int(getattr(reply, "prompt_tokens", 0) or 0),
-            "completion_tokens": int(getattr(reply, "completion_tokens", 0) or 0),
-            "status": status}
-
-
-@dataclass
-class _Partial:
-    """What a failed or stopped generation produced (saved as non-complete)."""
-
-    text: str
-    emotion: str = ""
-    note: str = ""
-    intent: str = ""
-    story_ids: list = field(default_factory=list)
-    lore_names: list = field(default_factory=list)
-    memories: list = field(default_factory=list)
-    timings: dict = field(default_factory=dict)
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
 
 
 class Session:
@@ -435,7 +392,8 @@ class Session:
         target = msgs[-1]
         card = self.card(target.character_id)
         history, user_text = self._turn_inputs(card, msgs, len(msgs) - 1)
-        return self._continue(card, target, history, user_text, params=params, options=options)
+        return self._generate(card, history, user_text, params=params, options=options, swipe_of=target,
+                              mode="continue")
 
     def continue_(self, **kwargs: Any) -> "Reply":
         """`continue_stream` to the end; the last reply's text is extended in place."""
@@ -443,24 +401,14 @@ class Session:
 
     def impersonate(self, *, params: Any = None, max_tokens: int = 48) -> str:
         """The model's draft of the user's next line (not saved; send it to keep it)."""
-        from ..backends.base import SamplingParams
-        from ..memory.worker import generation_lock
+        from ..engine import Turn
 
-        card = self.card()
-        lines = [f"{m.speaker}: {m.text}" for m in self.messages[-12:] if m.complete]
-        system = (f"You write the next chat message of {self.user_name}, who is talking with "
-                  f"{', '.join(c.name for c in self.cards)}. Stay in {self.user_name}'s voice, one or two "
-                  f"sentences, first person. Write only the message, without a name label.")
-        if self.user_persona:
-            system += f"\n{self.user_name}: {self.user_persona}"
-        chat = [{"role": "system", "content": system},
-                {"role": "user", "content": "\n".join(lines) or f"(the chat with {card.name} begins)"},
-                {"role": "assistant", "content": ""}]
-        p = self._params(params, max_tokens=max_tokens)
-        backend = self.engine.backend
-        with generation_lock(backend):
-            out = backend.generate(chat[:-1], SamplingParams(**p))
-        out = out.strip()
+        msgs = self.messages
+        card = self._next_speaker_after(msgs) if msgs else self.card()
+        history, user_text = self._turn_inputs(card, msgs, len(msgs))
+        turn = self._turn(card, history, user_text, mode="impersonate")
+        reply = self.engine.reply(turn, self._sampling(self._params(params, max_tokens=max_tokens)))
+        out = reply.text.strip()
         prefix = f"{self.user_name}:"
         if out.startswith(prefix):
             out = out[len(prefix):].strip()
@@ -478,7 +426,7 @@ class Session:
             raise SessionError(f"message {message_id} has swipes 0..{len(swipes) - 1}; got {index}")
         with db.transaction(self.db_path) as con:
             db.activate_swipe(con, message_id, index)
-            con.execute("UPDATE sessions SET updated=? WHERE id=?", (time.time(), self.id))
+            db.touch_session(con, self.id)
         return self.message(message_id)
 
     def edit(self, message_id: int, text: str) -> Message:
@@ -490,7 +438,7 @@ class Session:
             con.execute("UPDATE messages SET text=?, status='complete' WHERE id=?", (text, message_id))
             con.execute("UPDATE swipes SET text=?, status='complete' WHERE message_id=? AND active=1",
                         (text, message_id))
-            con.execute("UPDATE sessions SET updated=? WHERE id=?", (time.time(), self.id))
+            db.touch_session(con, self.id)
         return self.message(message_id)
 
     def delete_from(self, message_id: int) -> int:
@@ -501,7 +449,7 @@ class Session:
             # the summary may describe deleted messages: start it again from scratch
             if self.summary_upto > pos:
                 con.execute("UPDATE sessions SET summary='', summary_upto=0 WHERE id=?", (self.id,))
-            con.execute("UPDATE sessions SET updated=? WHERE id=?", (time.time(), self.id))
+            db.touch_session(con, self.id)
         if self.summary_upto > pos:
             self.summary, self.summary_upto = "", 0
         return n
@@ -601,44 +549,35 @@ class Session:
 
         return SamplingParams(**self._params(params))
 
-    def _memories(self, card: "Character", history: list[dict], user_text: str) -> list[str]:
-        if not self.settings.memory:
-            return []
-        from ..memory.store import get_store
+    def _turn(self, card: "Character", history: list[dict], user_text: str, *, options: Any = None,
+              mode: str = "reply", partial: str = "") -> "Turn":
+        """The engine's input for a turn of this session (the engine recalls memories)."""
+        from ..engine import Turn
 
-        query = " ".join([h["content"] for h in history[-2:]] + [user_text])
-        budget = _settings_of(self.engine).budgets.memories
-        return [m.text for m in get_store(_settings_of(self.engine)).search(self.user_id, card.id, query, budget)]
+        return Turn(card=card, history=history, user_text=user_text, user_name=self.user_name,
+                    user_persona=self.user_persona, summary=self.summary, others=self._others(card),
+                    memory_user=self.user_id if self.settings.memory else None, options=options,
+                    mode=mode, partial=partial)  # type: ignore[arg-type]
 
     def _others(self, card: "Character") -> list[str]:
         return [c.name for c in self.cards if c.id != card.id]
 
     def _generate(self, card: "Character", history: list[dict], user_text: str, *, params: Any,
-                  options: Any, swipe_of: Message | None = None,
+                  options: Any, swipe_of: Message | None = None, mode: str = "reply",
                   remember: tuple[str | None, int | None] = (None, None)) -> Iterator["str | Reply"]:
         """Validate what can fail early, then return the streaming generator."""
         sampling = self._sampling(params)
-        t0 = time.perf_counter()
-        memories = self._memories(card, history, user_text)
-        t_mem = time.perf_counter() - t0
-        return self._run(card, history, user_text, sampling=sampling, options=options, swipe_of=swipe_of,
-                         memories=memories, t_mem=t_mem, remember=remember)
+        partial = swipe_of.text if (mode == "continue" and swipe_of is not None) else ""
+        turn = self._turn(card, history, user_text, options=options, mode=mode, partial=partial)
+        return self._run(card, turn, sampling=sampling, swipe_of=swipe_of, remember=remember)
 
-    def _run(self, card: "Character", history: list[dict], user_text: str, *, sampling: Any, options: Any,
-             swipe_of: Message | None, memories: list[str], t_mem: float,
+    def _run(self, card: "Character", turn: "Turn", *, sampling: Any, swipe_of: Message | None,
              remember: tuple[str | None, int | None]) -> Iterator["str | Reply"]:
-        from ..memory.worker import generation_lock
-
         chunks: list[str] = []
         reply = None
         gen = None
-        lock = generation_lock(self.engine.backend)
-        lock.acquire()
         try:
-            gen = self.engine.stream_reply(
-                card, history, user_text, params=sampling, options=options, user_name=self.user_name,
-                user_persona=self.user_persona, memories=memories, summary=self.summary,
-                others=self._others(card))
+            gen = self.engine.stream(turn, sampling)
             for item in gen:
                 if isinstance(item, str):
                     chunks.append(item)
@@ -649,43 +588,43 @@ class Session:
                 raise BackendError("the engine stopped without a final reply")
         except GeneratorExit:
             # the caller stopped reading (closed tab, Ctrl-C): keep what came, as partial
-            self._save_failed(card, chunks, swipe_of, status="partial", error="stopped")
+            self._save_failed(card, turn, chunks, swipe_of, status="partial", error="stopped")
             raise
         except BaseException as exc:
             status = "partial" if isinstance(exc, KeyboardInterrupt) else "error"
-            self._save_failed(card, chunks, swipe_of, status=status, error=f"{type(exc).__name__}: {exc}")
+            self._save_failed(card, turn, chunks, swipe_of, status=status, error=f"{type(exc).__name__}: {exc}")
             if isinstance(exc, (RoleplayError, KeyboardInterrupt, SystemExit)):
                 raise
             raise BackendError(f"generation failed: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
         finally:
             if gen is not None:
                 gen.close()
-            lock.release()
-        msg_id = self._save_reply(card, reply, swipe_of, timings={"memory_search": t_mem})
-        _tag(reply, msg_id)
-        self._after_turn(remember[0], remember[1])
+        reply.message_id = self._save_reply(card, reply, swipe_of, mode=turn.mode)
+        self._after_turn(remember[0], remember[1], reply=reply.text)
         yield reply
 
-    def _save_reply(self, card: "Character", reply: Any, swipe_of: Message | None, *, timings: dict) -> int:
-        values = _reply_values(reply, "complete", timings)
+    def _save_reply(self, card: "Character", reply: "Reply", swipe_of: Message | None, *, mode: str = "reply") -> int:
+        values = db.reply_columns(reply.record(), "complete")
         with db.transaction(self.db_path) as con:
-            if swipe_of is None:
+            if mode == "continue" and swipe_of is not None:  # the message grows in place
+                mid = swipe_of.id
+                db.extend_message(con, mid, reply.text, added_tokens=reply.completion_tokens)
+            elif swipe_of is None:
                 mid = db.insert_message(con, self.id, role="assistant", speaker=card.name, character_id=card.id,
-                                      values=values, swipes=[values])
+                                        values=values, swipes=[values])
             else:
                 mid = swipe_of.id
                 db.add_swipe(con, mid, values, activate=True)
-            con.execute("UPDATE sessions SET updated=? WHERE id=?", (time.time(), self.id))
+            db.touch_session(con, self.id)
         return mid
 
-    def _save_failed(self, card: "Character", chunks: list[str], swipe_of: Message | None, *,
+    def _save_failed(self, card: "Character", turn: "Turn", chunks: list[str], swipe_of: Message | None, *,
                      status: str, error: str) -> None:
         """Keep what a cut-short generation produced, marked non-complete (never complete)."""
         text = "".join(chunks)
-        if not text.strip():
-            return
-        values = _reply_values(_Partial(text), status)
-        values["note"] = ""
+        if not text.strip() or turn.mode == "continue":
+            return  # a cut-short continuation leaves the message as it was
+        values = db.reply_columns(ReplyRecord(text=text).record(), status)
         try:
             with db.transaction(self.db_path) as con:
                 if swipe_of is None:
@@ -696,7 +635,7 @@ class Session:
         except RoleplayError:
             pass  # the original failure is the one to report
 
-    def _after_turn(self, user_text: str | None, user_msg_id: int | None) -> None:
+    def _after_turn(self, user_text: str | None, user_msg_id: int | None, *, reply: str = "") -> None:
         """Hand memory extraction and the rolling summary to the worker (a queue put)."""
         from ..memory.worker import get_worker
 
@@ -718,7 +657,6 @@ class Session:
     def _summarise(self, upto_position: int) -> None:
         """Fold messages before ``upto_position`` into the rolling summary (worker job)."""
         from ..memory.summary import summarise
-        from ..memory.worker import generation_lock
 
         settings = _settings_of(self.engine)
         with db.transaction(self.db_path, write=False) as con:
@@ -730,74 +668,11 @@ class Session:
                                (self.id, row["summary_upto"], upto_position)).fetchall()
         lines = [(r["speaker"], r["text"]) for r in rows]
         backend = self.engine.backend if self.settings.summary_llm else None
-        if backend is not None:
-            with generation_lock(backend):
-                text = summarise(row["summary"], lines, backend=backend, budget_tokens=settings.budgets.summary)
-        else:
-            text = summarise(row["summary"], lines, budget_tokens=settings.budgets.summary)
+        text = summarise(row["summary"], lines, backend=backend, budget_tokens=settings.budgets.summary)
         with db.transaction(self.db_path) as con:
             con.execute("UPDATE sessions SET summary=?, summary_upto=? WHERE id=? AND summary_upto<?",
                         (text, upto_position, self.id, upto_position))
         self.summary, self.summary_upto = text, upto_position
-
-    def _continue(self, card: "Character", target: Message, history: list[dict], user_text: str, *,
-                  params: Any, options: Any) -> Iterator["str | Reply"]:
-        from ..compose.postprocess import postprocess
-        from ..engine import EngineOptions, Reply
-        from ..memory.worker import generation_lock
-
-        sampling = self._sampling(params)
-        opts = (options or EngineOptions()).model_copy(update={"stage_mode": "off"})
-        t0 = time.perf_counter()
-        memories = self._memories(card, history, user_text)
-        backend = self.engine.backend
-        lock = generation_lock(backend)
-        chunks: list[str] = []
-        with lock:
-            prompt = self.engine.prepare(card, history, user_text, user_name=self.user_name,
-                                         user_persona=self.user_persona, memories=memories,
-                                         summary=self.summary, options=opts, others=self._others(card))
-            messages = [dict(m) for m in prompt.messages]
-            if messages and messages[-1]["role"] == "assistant":
-                messages.pop()  # the composer's own prefill: the reply so far replaces it
-            messages.append({"role": "assistant", "content": target.text})
-            t1 = time.perf_counter()
-            try:
-                for chunk in backend.stream(messages, sampling):
-                    chunks.append(chunk)
-                    yield chunk
-            except GeneratorExit:
-                raise
-            except RoleplayError:
-                raise
-            except Exception as exc:
-                raise BackendError(f"generation failed: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
-        t2 = time.perf_counter()
-        added = "".join(chunks)
-        sep = "" if (not added or added[:1].isspace() or target.text[-1:].isspace()) else " "
-        full = postprocess(target.text + sep + added, card, speakers=self._others(card), user_name=self.user_name)
-        with db.transaction(self.db_path) as con:
-            con.execute("UPDATE messages SET text=?, status='complete', completion_tokens=completion_tokens+?"
-                        " WHERE id=?", (full, backend.count_tokens(added) if added else 0, target.id))
-            con.execute("UPDATE swipes SET text=?, status='complete' WHERE message_id=? AND active=1",
-                        (full, target.id))
-            con.execute("UPDATE sessions SET updated=? WHERE id=?", (time.time(), self.id))
-        reply = Reply(text=full, emotion=target.emotion, note=target.note, intent=target.intent,
-                      story_ids=target.story_ids, lore_names=target.lore_names, memories=memories,
-                      prompt_tokens=backend.count_tokens(backend.render(messages)),
-                      completion_tokens=backend.count_tokens(added) if added else 0,
-                      timings={"prepare": t1 - t0, "generate": t2 - t1}, prompt=prompt)
-        _tag(reply, target.id)
-        yield reply
-
-
-def _tag(reply: Any, message_id: int) -> None:
-    """Attach the saved message's id to a reply (lets the web UI address it)."""
-    try:
-        reply.message_id = message_id
-    except AttributeError:  # a slotted Reply: callers use session.messages[-1].id
-        pass
-
 
 def _last_reply(stream: Iterator[Any]) -> Any:
     reply = None
