@@ -46,6 +46,15 @@ def backend():
 
 
 @pytest.fixture(scope="session")
+def transformers_backend():
+    """The transformers backend on the same SmolLM2 model (its scheduler, caches, kernels)."""
+    from roleplay.backends import get_backend
+    from roleplay.config import Settings
+
+    return get_backend(Settings.from_env(backend="transformers"))
+
+
+@pytest.fixture(scope="session")
 def artifacts_dir() -> Path:
     """Where tests save screenshots and reports (CI prints this path)."""
     d = Path(os.environ.get("ROLEPLAY_TEST_ARTIFACTS") or REPO / "test-artifacts")
