@@ -1,20 +1,22 @@
-"""Memory benchmark: fact-extraction quality, and what memory costs a turn's critical path.
+"""Memory benchmark: extraction quality, recall over a long chat, and the turn's hand-off cost.
 
 Prints ONE JSON line. Measured in one run, on the default backend (the CPU SmolLM2-135M
 model unless ROLEPLAY_BACKEND/ROLEPLAY_MODEL say otherwise), in a temporary ROLEPLAY_HOME:
 
-1. quality on ``tests/data/memory_facts.yaml`` (≥50 labelled en/zh messages; a predicted
-   fact is correct when it contains an expected fact's value): precision, recall and F1
-   for the rules alone, and for rules + the LLM extraction prompt (greedy,
-   ``--max-tokens``; the model's outputs are generated as one batch per ``--batch``);
-2. latency: the hand-off a turn pays (`Worker.submit` of the extraction job, as
-   `Session` does after a reply) against the extraction itself run inline (rules + LLM +
-   Chroma decisions, what the turn would pay without the worker) on the same messages;
-   ``handoff_vs_inline`` is their ratio (target ≈ 0: nothing beyond a queue put), and
-   ``search_ms_p50`` is the one memory cost that stays on the critical path (the budgeted
-   search before generation).
+1. extraction on the labelled set ``tests/data/memory/extraction_{en,zh}.yaml`` (324
+   messages; `roleplay.memory.scoring.score`): precision, recall, F1 and lost objects for
+   the rules alone and for rules + the model pass (JSON-schema constrained, greedy,
+   batched by ``--batch``), with the share of model outputs that are valid JSON;
+2. the long-horizon script ``tests/data/memory/long_horizon.yaml`` (22 sessions, 64
+   probes): recall@budget and stale rate of `recall` at the default memory budget, against
+   a baseline in the same run — the store's plain similarity search (`MemoryStore.search`,
+   the first version of recall) — and at a tight budget (``--small-budget``);
+3. latency: the hand-off a turn pays (`Worker.submit` of `remember`, as `Session` does
+   after a reply) against the same extraction run inline (rules + model + Chroma);
+   ``handoff_vs_inline`` is their ratio; ``recall_ms_p50`` is the memory cost that stays on
+   the critical path (`recall` before generation).
 
-Usage: ``python bench/memory.py [--max-tokens 32] [--batch 16] [--latency-messages 8]``
+Usage: ``python bench/memory.py [--batch 16] [--llm-limit N] [--latency-messages 6]``
 """
 from __future__ import annotations
 
@@ -32,100 +34,104 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("ROLEPLAY_CACHE", str(REPO / ".cache"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+DATA = REPO / "tests" / "data" / "memory"
 
 
-def score(predicted: list[list[str]], expected: list[list[str]]) -> dict:
-    """Precision/recall/F1 where a fact matches an expected value it contains."""
-    tp = fp = fn = 0
-    for facts, values in zip(predicted, expected):
-        low = [f.lower() for f in facts]
-        fp += sum(not any(v.lower() in f for v in values) for f in low)
-        hit = sum(any(v.lower() in f for f in low) for v in values)
-        tp, fn = tp + hit, fn + len(values) - hit
-    p = tp / (tp + fp) if tp + fp else 1.0
-    r = tp / (tp + fn) if tp + fn else 1.0
-    f1 = 2 * p * r / (p + r) if p + r else 0.0
-    return {"precision": round(p, 3), "recall": round(r, 3), "f1": round(f1, 3), "tp": tp, "fp": fp, "fn": fn}
+def figures(s: dict) -> dict:
+    return {k: v for k, v in s.items() if k not in ("misses", "extras", "failures")}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--latency-messages", type=int, default=8)
+    ap.add_argument("--max-tokens", type=int, default=300)
+    ap.add_argument("--llm-limit", type=int, default=0, help="model pass on the first N messages only (0: all)")
+    ap.add_argument("--small-budget", type=int, default=120)
+    ap.add_argument("--latency-messages", type=int, default=6)
     args = ap.parse_args()
 
-    import yaml
-
-    home = tempfile.mkdtemp(prefix="roleplay-bench-memory-")
-    os.environ["ROLEPLAY_HOME"] = home
-
+    os.environ["ROLEPLAY_HOME"] = tempfile.mkdtemp(prefix="roleplay-bench-memory-")
     from roleplay.backends import get_backend
-    from roleplay.backends.base import SamplingParams
     from roleplay.config import Settings
-    from roleplay.memory.extract import extract_rules, llm_messages, parse_fact_lines
-    from roleplay.memory.store import MemoryStore, remember
+    from roleplay.memory import MemoryStore, recall, remember
+    from roleplay.memory.extract import extract_llm_batch, extract_rules, merge
+    from roleplay.memory.scoring import load_labelled, load_script, run_script, score
     from roleplay.memory.worker import Worker
 
-    items = yaml.safe_load((REPO / "tests" / "data" / "memory_facts.yaml").read_text(encoding="utf-8"))
-    texts = [i["text"] for i in items]
-    expected = [[f["value"] for f in i["facts"]] for i in items]
     settings = Settings.from_env()
+    items = load_labelled(DATA)
+    t0 = time.perf_counter()
+    rule_facts = [extract_rules(i["text"]) for i in items]
+    rules_ms = (time.perf_counter() - t0) * 1000 / len(items)
+    by_lang = {lang: figures(score([i for i in items if i["lang"] == lang],
+                                   [f for i, f in zip(items, rule_facts) if i["lang"] == lang]))
+               for lang in ("en", "zh")}
+
+    # the long chat: recall vs the plain similarity search, same store contents
+    script = load_script(DATA / "long_horizon.yaml")
+    budget = settings.budgets.memories
+
+    def baseline(settings_, *, user, character, conversation, budget_tokens, count_tokens=None, store=None):
+        return store.search(user, character, " ".join(conversation[-3:]), budget_tokens, count_tokens=count_tokens)
+
+    long = {}
+    for name, fn, b in (("recall", None, budget), ("baseline_search", baseline, budget),
+                        ("recall_small_budget", None, args.small_budget)):
+        os.environ["ROLEPLAY_HOME"] = tempfile.mkdtemp(prefix="roleplay-bench-memory-")
+        s = Settings.from_env()
+        long[name] = figures(run_script(script, settings=s, store=MemoryStore(s), budget_tokens=b, recall_fn=fn))
+
+    # the model pass, batched, on the whole set
     backend = get_backend(settings)
-
+    subset = items[: args.llm_limit] if args.llm_limit else items
     t0 = time.perf_counter()
-    rule_facts = [[f.text for f in extract_rules(t)] for t in texts]
-    rules_ms = (time.perf_counter() - t0) * 1000 / len(texts)
+    results = []
+    for i in range(0, len(subset), args.batch):
+        results += extract_llm_batch(backend, [x["text"] for x in subset[i:i + args.batch]], max_tokens=args.max_tokens)
+    llm_ms = (time.perf_counter() - t0) * 1000 / len(subset)
+    valid = 0
+    for raw, _ in results:
+        try:
+            valid += isinstance(json.loads(raw).get("facts"), list)
+        except (ValueError, AttributeError):
+            pass
+    combined = [merge(r, m) for r, (_, m) in zip(rule_facts, results)]
 
-    params = SamplingParams(max_tokens=args.max_tokens, temperature=0.0, repetition_penalty=1.05)
-    outputs: list[str] = []
-    t0 = time.perf_counter()
-    for i in range(0, len(texts), args.batch):
-        outputs += backend.generate_batch([llm_messages(t) for t in texts[i:i + args.batch]], params)
-    llm_batch_ms = (time.perf_counter() - t0) * 1000 / len(texts)
-    combined = []
-    for text, rules, out in zip(texts, rule_facts, outputs):
-        facts = list(rules)
-        rule_values = [f.value.lower() for f in extract_rules(text) if f.value]
-        for f in parse_fact_lines(out, message=text):
-            if not any(v in f.lower() for v in rule_values):
-                facts.append(f)
-        combined.append(facts)
-
-    # latency: hand-off (what a turn pays) vs the same extraction inline
+    # latency: hand-off vs inline, and the critical-path recall
     store = MemoryStore(settings)
     store.add("bench", "warmup", "The user's name is Warm.", "x", slot="user.name")  # loads the embedder
-    sample = [t for t, e in zip(texts, expected) if e][: args.latency_messages]
-    inline_ms = []
+    sample = [i["text"] for i in items if i["facts"]][: args.latency_messages]
+    inline_ms, handoff_ms, recall_ms = [], [], []
     for t in sample:
         t0 = time.perf_counter()
         remember(store, "inline", ["bench"], t, "bench", backend=backend, max_tokens=args.max_tokens)
         inline_ms.append((time.perf_counter() - t0) * 1000)
     worker = Worker(name="bench-memory")
-    handoff_ms = []
     for t in sample:
         t0 = time.perf_counter()
-        worker.submit(remember, store, "handoff", ["bench"], t, "bench", backend=backend,
-                      max_tokens=args.max_tokens)
+        worker.submit(remember, store, "handoff", ["bench"], t, "bench", backend=backend, max_tokens=args.max_tokens)
         handoff_ms.append((time.perf_counter() - t0) * 1000)
     worker.flush()
-    search_ms = []
     for t in sample:
         t0 = time.perf_counter()
-        store.search("inline", "bench", t, 300)
-        search_ms.append((time.perf_counter() - t0) * 1000)
+        recall(settings, user="inline", character="bench", conversation=["Hello again.", t], budget_tokens=budget,
+               store=store)
+        recall_ms.append((time.perf_counter() - t0) * 1000)
 
-    handoff = statistics.median(handoff_ms)
-    inline = statistics.median(inline_ms)
+    handoff, inline = statistics.median(handoff_ms), statistics.median(inline_ms)
     print(json.dumps({
         "bench": "memory", "backend": backend.name, "model": backend.model_name,
-        "messages": len(items), "expected_facts": sum(len(e) for e in expected),
-        "rules": score(rule_facts, expected), "rules_llm": score(combined, expected),
-        "rules_ms_per_message": round(rules_ms, 3), "llm_batched_ms_per_message": round(llm_batch_ms, 1),
+        "messages": len(items), "rules": figures(score(items, rule_facts)), "rules_by_lang": by_lang,
+        "llm_messages": len(subset), "llm_json_valid": round(valid / len(subset), 3),
+        "rules_llm": figures(score(subset, combined[: len(subset)])),
+        "rules_only_same_messages": figures(score(subset, rule_facts[: len(subset)])),
+        "long_horizon": long, "budget_tokens": budget, "small_budget_tokens": args.small_budget,
+        "recall_vs_baseline": round(long["recall"]["recall_at_budget"] / long["baseline_search"]["recall_at_budget"], 3)
+        if long["baseline_search"]["recall_at_budget"] else None,
+        "rules_ms_per_message": round(rules_ms, 3), "llm_batched_ms_per_message": round(llm_ms, 1),
         "handoff_ms_p50": round(handoff, 4), "inline_extraction_ms_p50": round(inline, 1),
         "handoff_vs_inline": float(f"{handoff / inline:.3g}") if inline else None,
-        "search_ms_p50": round(statistics.median(search_ms), 2),
-        "worker_errors": len(worker.errors), "max_tokens": args.max_tokens,
+        "recall_ms_p50": round(statistics.median(recall_ms), 2), "worker_errors": len(worker.errors),
     }, ensure_ascii=False))
 
 

@@ -97,6 +97,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             q.add_argument("text")
         if name == "forget":
             q.add_argument("memory_id")
+        if name == "list":
+            q.add_argument("--history", action="store_true",
+                           help="also show past versions of changed facts (with the time each was true)")
         q.add_argument("--character", help="character id" + (" (required)" if name == "add" else ""))
         _user_args(q)
         q.add_argument("--json", action="store_true")
@@ -356,10 +359,24 @@ def _user(args: argparse.Namespace) -> str:
     return args.user or default_user()
 
 
+def _when(seconds: float | None) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(seconds)) if seconds else "now"
+
+
 def cmd_memory_list(args: argparse.Namespace) -> int:
-    rows = [m.to_dict() for m in _store(args).list(_user(args), args.character)]
-    emit(args, {"user": _user(args), "memories": rows}, lambda: "\n".join(
-        f"{r['id']}  {r['character']:<12} {r['text']}" for r in rows) or "no memories")
+    store, user = _store(args), _user(args)
+    found = store.history(user, args.character) if args.history else store.list(user, args.character)
+    rows = [m.to_dict() for m in found]
+
+    def line(r: dict) -> str:
+        when = f"  [{_when(r['valid_from'])} → {_when(r['valid_to'])}]" if args.history else ""
+        past = "" if r["current"] else "(past) "
+        return f"{r['id']}  {r['character']:<12} {r['kind']:<5} {past}{r['text']}{when}  ({r['source'] or '-'})"
+
+    emit(args, {"user": user, "history": bool(args.history), "memories": rows},
+         lambda: "\n".join(line(r) for r in rows) or "no memories")
     return 0
 
 
@@ -372,8 +389,9 @@ def cmd_memory_add(args: argparse.Namespace) -> int:
     facts = extract_rules(args.text)
     # a sentence the rules understand is stored as their third-person fact with its slot
     # ("My name is Lin" → "The user's name is Lin."), so a later contradiction updates it
-    text, slot = (facts[0].text, facts[0].slot) if len(facts) == 1 else (args.text, None)
-    d = _store(args).add(_user(args), args.character, text, "cli", slot=slot)
+    f = facts[0] if len(facts) == 1 else None
+    d = _store(args).add(_user(args), args.character, f.text if f else args.text, "cli", slot=f.slot if f else None,
+                         negated=bool(f and f.negated), value=f.value if f else "", kind=f.kind if f else "fact")
     emit(args, {"action": d.action, "id": d.id, "text": d.text, "replaced": d.old_text or None},
          f"{d.action} {d.id or ''}".strip())
     return 0

@@ -109,16 +109,18 @@ def script_counts(script: list[dict]) -> dict[str, int]:
 
 
 def run_script(script: list[dict], *, settings: Any, store: Any, budget_tokens: int,
-               count_tokens: Any = None, window: int = 3) -> dict[str, Any]:
+               count_tokens: Any = None, window: int = 3, recall_fn: Any = None) -> dict[str, Any]:
     """Play ``script`` through `remember` (rules only) and score `recall` at every probe.
 
     recall@budget: share of probes where a memory in the prompt holds an expected value
     (shown as current, or marked past for a ``past`` probe). stale rate: share of probes
-    with ``stale`` values where a memory shown as current holds one of them.
+    with ``stale`` values where a memory shown as current holds one of them. ``recall_fn``
+    replaces `recall` (same keyword arguments; bench/memory.py passes a baseline).
     """
-    from .recall import recall
+    from .recall import recall as default_recall
     from .store import remember
 
+    recall = recall_fn or default_recall
     clock = 1_000_000_000.0
     hits = stale = with_stale = 0
     failures: list[str] = []
