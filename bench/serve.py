@@ -6,7 +6,7 @@ first token as the baseline, then runs N concurrent streaming chats (default 8) 
 fixed time; requests in flight at the deadline finish, so the run is bounded. Each client
 checks its replies are its own (see `roleplay.server.loadtest`). Prints ONE JSON line.
 
-    python bench/serve.py [--clients 8] [--seconds 30] [--max-tokens 16]
+    python bench/serve.py [--backend transformers] [--clients 1,4,8,16] [--seconds 30] [--max-tokens 64]
 """
 from __future__ import annotations
 
@@ -53,8 +53,12 @@ def baseline(base: str, cards: list, *, requests: int, max_tokens: int) -> tuple
     return out, model
 
 
-def run(name: str, *, clients: int, seconds: float, max_tokens: int, baseline_requests: int) -> dict:
-    """Shared by bench/serve.py and bench/soak.py: one measured run, as a dict."""
+def run(name: str, *, clients: list[int], seconds: float, max_tokens: int, baseline_requests: int) -> dict:
+    """Shared by bench/serve.py and bench/soak.py: one server, a run per client count, as a dict.
+
+    The first count is the baseline: aggregate generated tokens/s and time-to-first-token
+    at every other count are divided by its figures (measured in the same run).
+    """
     from roleplay.cards import get_card
     from roleplay.config import Settings
     from roleplay.server.loadtest import ServerProcess, median, run_clients, stream_once, summary
@@ -64,6 +68,7 @@ def run(name: str, *, clients: int, seconds: float, max_tokens: int, baseline_re
     home = Path(tempfile.mkdtemp(prefix=f"roleplay-bench-{name}-"))
     cards = [get_card(c, Settings.from_env(home=home)) for c in CARDS]
     server = ServerProcess(home, port=free_port())
+    runs = []
     try:
         t0 = time.perf_counter()
         server.wait_ready()
@@ -76,24 +81,35 @@ def run(name: str, *, clients: int, seconds: float, max_tokens: int, baseline_re
         warmup_s = time.perf_counter() - t0
         rss_start = server.rss_mb()
         single, single_model = baseline(server.base, cards, requests=baseline_requests, max_tokens=max_tokens)
-        t1 = time.perf_counter()
-        stats = run_clients(server.base, cards, clients=clients, seconds=seconds, max_tokens=max_tokens)
-        wall = time.perf_counter() - t1
+        for n in clients:
+            t1 = time.perf_counter()
+            stats = run_clients(server.base, cards, clients=n, seconds=seconds, max_tokens=max_tokens)
+            wall = time.perf_counter() - t1
+            s = summary(stats)
+            runs.append({"clients": n, "requests": s["requests"], "errors": s["errors"], "crossed": s["crossed"],
+                         "tokens_per_s": round(s["tokens"] / wall, 2) if wall else None,
+                         "ttft_model_p50_s": s["ttft_model_p50_s"], "ttft_model_p95_s": s["ttft_model_p95_s"],
+                         "ttft_p50_s": s["ttft_p50_s"], "ttft_p95_s": s["ttft_p95_s"],
+                         "latency_p50_s": s["latency_p50_s"], "wall_s": round(wall, 1),
+                         "error_samples": s["error_samples"], "crossed_samples": s["crossed_samples"]})
         rss_end = server.rss_mb()
+        health = httpx.get(server.base + "/health", timeout=5).json()
     finally:
         server.stop()
-    s = summary(stats)
-    base_p50, base_model_p50 = median(single), median(single_model)
+    base = runs[0]
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return round(a / b, 2) if a and b else None
+
+    for r in runs:
+        r["tokens_per_s_ratio"] = ratio(r["tokens_per_s"], base["tokens_per_s"])
+        r["ttft_model_p50_ratio"] = ratio(r["ttft_model_p50_s"], base["ttft_model_p50_s"])
+        r["ttft_model_p95_ratio"] = ratio(r["ttft_model_p95_s"], base["ttft_model_p95_s"])
     return {
-        "bench": name, "clients": clients, "seconds": seconds, "max_tokens": max_tokens,
-        "backend": os.environ.get("ROLEPLAY_BACKEND", "transformers"), "cards": CARDS,
-        **{k: v for k, v in s.items() if not k.endswith("_samples") or v},
-        "wall_s": round(wall, 1), "requests_per_s": round(s["requests"] / wall, 3) if wall else None,
-        "baseline_single_ttft_p50_s": base_p50,
-        "ttft_p50_ratio_vs_single": round(s["ttft_p50_s"] / base_p50, 2) if base_p50 and s["ttft_p50_s"] else None,
-        "baseline_single_ttft_model_p50_s": base_model_p50,
-        "ttft_model_p50_ratio_vs_single": (round(s["ttft_model_p50_s"] / base_model_p50, 2)
-                                           if base_model_p50 and s["ttft_model_p50_s"] else None),
+        "bench": name, "backend": health.get("backend"), "seconds": seconds, "max_tokens": max_tokens,
+        "baseline_clients": base["clients"], "runs": runs,
+        "errors": sum(r["errors"] for r in runs), "crossed": sum(r["crossed"] for r in runs),
+        "baseline_single_ttft_model_p50_s": median(single_model), "baseline_single_ttft_p50_s": median(single),
         "rss_start_mb": rss_start, "rss_end_mb": rss_end, "rss_growth_mb": round(rss_end - rss_start, 1),
         # RSS grows by up to this much by design: the backend's store of kept prompt caches
         "kv_cache_budget_mb": Settings.from_env().kv_cache_mb,
@@ -101,15 +117,19 @@ def run(name: str, *, clients: int, seconds: float, max_tokens: int, baseline_re
     }
 
 
-def main(name: str = "serve", *, clients: int = 8, seconds: float = 30.0, description: str = "") -> int:
+def main(name: str = "serve", *, clients: str = "1,4,8,16", seconds: float = 30.0, description: str = "") -> int:
     """Parse the shared options (defaults per bench), run the load test, print one JSON line."""
     ap = argparse.ArgumentParser(description=description or __doc__.splitlines()[0])
-    ap.add_argument("--clients", type=int, default=clients)
-    ap.add_argument("--seconds", type=float, default=seconds)
-    ap.add_argument("--max-tokens", type=int, default=16)
+    ap.add_argument("--clients", default=clients, help="client counts, comma-separated; the first is the baseline")
+    ap.add_argument("--seconds", type=float, default=seconds, help="per client count")
+    ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--baseline-requests", type=int, default=3)
+    ap.add_argument("--backend", default=None, help="roleplay backend for the server (default: the default)")
     a = ap.parse_args()
-    result = run(name, clients=a.clients, seconds=a.seconds, max_tokens=a.max_tokens,
+    if a.backend:
+        os.environ["ROLEPLAY_BACKEND"] = a.backend
+    counts = [int(c) for c in str(a.clients).split(",") if c.strip()]
+    result = run(name, clients=counts, seconds=a.seconds, max_tokens=a.max_tokens,
                  baseline_requests=a.baseline_requests)
     print(json.dumps(result, ensure_ascii=False))
     return 0 if result["errors"] == 0 and result["crossed"] == 0 else 1

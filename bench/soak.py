@@ -18,4 +18,4 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serve import main  # noqa: E402  (the shared harness lives beside this script)
 
 if __name__ == "__main__":
-    sys.exit(main("soak", clients=16, seconds=60.0, description=__doc__.splitlines()[0]))
+    sys.exit(main("soak", clients="16", seconds=60.0, description=__doc__.splitlines()[0]))

@@ -50,6 +50,8 @@ class ClientStats:
     crossed: list[str] = field(default_factory=list)
     ids: list[str] = field(default_factory=list)
     unfinished: bool = False
+    #: Tokens the model generated for this client (the server's usage counts).
+    tokens: int = 0
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -86,7 +88,7 @@ def stream_once(http: httpx.Client, base: str, model: str, messages: list[dict],
     body = {"model": model, "messages": messages, "stream": True, "max_tokens": max_tokens}
     t0 = time.perf_counter()
     out: dict[str, Any] = {"text": "", "ttft": None, "ttft_model": None, "total": None, "ids": set(),
-                           "extra": None, "error": None}
+                           "extra": None, "error": None, "completion_tokens": 0}
     with http.stream("POST", base + "/v1/chat/completions", json=body, headers=headers or {},
                      timeout=timeout) as r:
         if r.status_code != 200:
@@ -115,6 +117,7 @@ def stream_once(http: httpx.Client, base: str, model: str, messages: list[dict],
                 out["text"] += piece
             if chunk.get("roleplay"):
                 out["extra"] = chunk["roleplay"]
+                out["completion_tokens"] = int(chunk["roleplay"].get("completion_tokens") or 0)
     out["total"] = time.perf_counter() - t0
     return out
 
@@ -144,6 +147,7 @@ def run_clients(base: str, cards: list[Any], *, clients: int, seconds: float, ma
                     st.errors.append(res["error"])
                     continue
                 st.done += 1
+                st.tokens += res["completion_tokens"]
                 st.totals.append(res["total"])
                 if res["ttft"] is not None:
                     st.ttft.append(res["ttft"])
@@ -180,7 +184,8 @@ def summary(stats: list[ClientStats]) -> dict:
     ttft = [t for st in stats for t in st.ttft]
     ttft_model = [t for st in stats for t in st.ttft_model]
     totals = [t for st in stats for t in st.totals]
-    return {"requests": sum(st.done for st in stats), "errors": sum(len(st.errors) for st in stats),
+    return {"requests": sum(st.done for st in stats), "tokens": sum(st.tokens for st in stats),
+            "errors": sum(len(st.errors) for st in stats),
             "crossed": sum(len(st.crossed) for st in stats),
             "unfinished_at_hard_limit": sum(st.unfinished for st in stats),
             "ttft_p50_s": percentile(ttft, 0.5), "ttft_p95_s": percentile(ttft, 0.95),
