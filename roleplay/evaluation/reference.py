@@ -413,7 +413,7 @@ def tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
             verdict = "–" if pc["better"] is None else ("better" if pc["better"] else "worse")
             crow.append([label + ("" if higher else " (lower is better)"), f"{pc['diff']:+.3f}",
                          f"[{pc['ci'][0]:+.3f}, {pc['ci'][1]:+.3f}]", f"{pc['wins']}-{pc['losses']}",
-                         fmt_value(pc["p_sign"]), verdict])
+                         "<0.001" if pc["p_sign"] < 0.001 else f"{pc['p_sign']:.3f}", verdict])
         out.append((f"{c['system']} minus {c['baseline']} (paired, same items)",
                     ["metric", "difference", "95% CI", "wins-losses", "sign test p", "verdict"], crow))
     chars = sorted({c for v in summary["by_character"].values() for c in v})
