@@ -9,10 +9,11 @@ Figures, printed as ONE JSON line:
   text (what any tool pays to look at the book at all), measured in the same run;
 - ``chars_per_s`` and ``ratio`` = chars_per_s / baseline_chars_per_s: the whole extraction
   (decoding, two attribution passes, stories) against that floor;
-- ``extract_s``, ``peak_mb`` (tracemalloc peak of the extraction, Python objects) and
+- ``extract_s``, ``peak_mb`` (tracemalloc peak of a second extraction, Python objects) and
   ``book_mb`` (the text's size as a Python string) — memory is bounded by the book;
-- ``quotes``, ``attributed``, ``character_lines``, ``stories``, and ``accuracy`` against the
-  generator's true speakers.
+- ``quotes``, ``attributed``, ``character_lines``, ``stories``; ``accuracy`` (confident and
+  right over all quotes) and the character's ``precision``/``recall`` against the
+  generator's true speakers (a third pass, untimed).
 
 Usage: ``python bench/authoring.py [--chars N] [--chapters N] [--zh]``
 """
@@ -128,12 +129,16 @@ def main() -> None:
         path.write_text(text, encoding="utf-8")
         base_s = min(baseline(path)[0] for _ in range(3))
         character = "孙悟空" if args.zh else "Holloway"
-        tracemalloc.start()
+        aliases = ["悟空"] if args.zh else []
         t = time.perf_counter()
-        ex = extract(path, character=character, aliases=["悟空"] if args.zh else [])
+        ex = extract(path, character=character, aliases=aliases)
         secs = time.perf_counter() - t
+        # subtle: tracemalloc slows Python allocation several-fold, so memory is a second run.
+        tracemalloc.start()
+        extract(path, character=character, aliases=aliases)
         _cur, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
+        acc, prec, rec = _truth(path, labels, character, aliases)
     n = len(text)
     print(json.dumps({"bench": "authoring", "language": "zh" if args.zh else "en", "chars": n,
                       "chapters": ex.chapters, "baseline_chars_per_s": round(n / base_s),
@@ -142,7 +147,23 @@ def main() -> None:
                       "book_mb": round(sys.getsizeof(text) / 2**20, 1), "quotes": ex.quotes,
                       "true_quotes": len(labels), "attributed": ex.attributed,
                       "character_lines": len(ex.lines), "true_character_lines": labels.count(character),
-                      "stories": len(ex.stories)}))
+                      "stories": len(ex.stories), "accuracy": round(acc, 3), "precision": round(prec, 3),
+                      "recall": round(rec, 3)}))
+
+
+def _truth(path: Path, labels: list[str], character: str, aliases: list[str]) -> tuple[float, float, float]:
+    """Accuracy over all quotes, and the character's precision/recall, against ``labels``."""
+    from roleplay.authoring.extract import MIN_CONFIDENCE, Attribution
+    from roleplay.authoring.reading import read_book
+
+    run = Attribution(read_book(path), character=character, aliases=aliases)
+    preds = [ln.speaker if ln.confidence >= MIN_CONFIDENCE else None
+             for _c, lines in run.scenes() for ln in lines if ln.quote]
+    pairs = list(zip(preds, labels))
+    right = sum(p == t for p, t in pairs)
+    put = sum(p == character for p, _t in pairs)
+    tp = sum(p == t == character for p, t in pairs)
+    return right / max(1, len(pairs)), tp / max(1, put), tp / max(1, labels.count(character))
 
 
 if __name__ == "__main__":

@@ -160,13 +160,19 @@ def lorebook_for(ex: Extraction, *, people: int = 6, places: int = 6) -> list[Lo
     return entries
 
 
+_SENTENCE_END = re.compile(r"(?<!\bMr)(?<!\bMrs)(?<!\bMs)(?<!\bDr)(?<!\bSt)(?<!\b[A-Z])[.!?](?=\s|$)|[。！？\n]")
+
+
 def _first_sentence_with(text: str, name: str) -> str:
+    """The sentence around the first mention of ``name`` (``Mr.``/``Dr.`` do not end one)."""
     i = text.find(name)
     if i < 0:
         return ""
-    start = max(text.rfind(ch, 0, i) for ch in ".!?。！？\n") + 1
-    ends = [j for j in (text.find(ch, i) for ch in ".!?。！？\n") if j >= 0]
-    end = min(ends) + 1 if ends else len(text)
+    window = text[max(0, i - 400):i]
+    starts = [m.end() for m in _SENTENCE_END.finditer(window)]
+    start = max(0, i - 400) + (starts[-1] if starts else 0)
+    m = _SENTENCE_END.search(text, i + len(name))
+    end = m.end() if m else len(text)
     return " ".join(text[start:end].split())[:200]
 
 
