@@ -39,22 +39,25 @@ def test_pooled_accuracy_and_precision_floor():
     put = sum(r["put_in_mouth"] for r in results)
     right = sum(round(r["precision"] * r["put_in_mouth"]) for r in results)
     assert all(r["matched"] >= r["quotes"] - 2 for r in results)  # the extractor finds the labelled quotes
-    assert correct / quotes >= 0.72
-    assert right / put >= 0.93
-
-
-def test_stricter_confidence_trades_recall_for_precision():
-    results = [_score(n, min_confidence=0.66) for n in CASES]
-    put = sum(r["put_in_mouth"] for r in results)
-    right = sum(round(r["precision"] * r["put_in_mouth"]) for r in results)
+    assert correct / quotes >= 0.76
     assert right / put >= 0.97
+
+
+def test_stricter_confidence_keeps_precision_and_loses_recall():
+    loose = [_score(n) for n in CASES]
+    strict = [_score(n, min_confidence=0.66) for n in CASES]
+    put = sum(r["put_in_mouth"] for r in strict)
+    right = sum(round(r["precision"] * r["put_in_mouth"]) for r in strict)
+    assert right / put >= 0.97
+    assert sum(r["put_in_mouth"] for r in strict) < sum(r["put_in_mouth"] for r in loose)
 
 
 @pytest.mark.parametrize("name,accuracy,precision,recall", [
     ("zh_wukong.txt", 0.9, 0.99, 0.8),
     ("play_lighthouse.txt", 1.0, 1.0, 1.0),
     ("en_quill.txt", 0.7, 0.95, 0.6),
-    ("en_brandt.txt", 0.7, 0.85, 0.6),
+    ("en_brandt.txt", 0.75, 0.95, 0.65),
+    ("zh_linxiao.txt", 0.45, 0.95, 0.5),
 ])
 def test_per_text_floors(name, accuracy, precision, recall):
     r = _score(name)

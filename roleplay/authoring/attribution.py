@@ -240,12 +240,15 @@ class ProseAttributor:
         return out
 
     def _gender_votes(self, speaker: str, narration: str) -> None:
+        """A vote from the pronouns in narration about ``speaker``: subjects and possessives only
+        (``在他对面`` names someone else, so Chinese counts clause-initial 他/她 alone)."""
         if self.zh:
-            he, she = narration.count("他"), narration.count("她")
+            he = len(re.findall(r"(?:^|[。！？，；：])\s*他(?!们)", narration))
+            she = len(re.findall(r"(?:^|[。！？，；：])\s*她(?!们)", narration))
         else:
             low = f" {narration.casefold()} "
-            he = len(re.findall(r"\b(?:he|him|his|himself)\b", low))
-            she = len(re.findall(r"\b(?:she|her|hers|herself)\b", low))
+            he = len(re.findall(r"\b(?:he|his|himself)\b", low))
+            she = len(re.findall(r"\b(?:she|her|herself)\b", low))
         if he and not she:
             self.cast.vote_gender(speaker, "m")
         elif she and not he:
@@ -337,8 +340,11 @@ class ProseAttributor:
                     if len(set(ms)) == 1:
                         self._gender_votes(ms[0], text)
                     last_mentions = (last_mentions + ms)[-6:]
-                    if len(text) > reset_len:
-                        recent, run = [], 0
+                    first_person_here = self.cast.narrator and re.search(
+                        r"我" if self.zh else r"\b(?:I|me|my)\b", text)
+                    if len(text) > reset_len or (first_person_here and len(set(ms)) == 1 and ms[0] != (
+                            recent[-1] if recent else None)):
+                        recent, run = [], 0  # a long pause, or the narrator turning to someone: a new exchange
                 open_speaker = None
                 continue
             self.lead = None
@@ -423,7 +429,8 @@ class ProseAttributor:
             if who:
                 for q in quotes:
                     q.speaker, q.how, q.confidence = who, how, conf
-        speakers = [q.speaker for q in quotes if q.speaker]
+        # subtle: a guess below the bar must not carry an exchange on (it would seed alternation).
+        speakers = [q.speaker for q in quotes if q.speaker and q.confidence >= 0.6]
         return [ln for ln in lines if ln is not None], speakers
 
     def _pronoun(self, pron: str, segs, i, *, recent, last_mentions) -> tuple[str | None, float]:
@@ -465,6 +472,10 @@ class ProseAttributor:
             addressed |= self.addressed(q.text)
         if open_speaker and segs[0].quote:
             return open_speaker, "continued", 0.85
+        for q in quotes:  # a speaker naming themself: "My name is Reed." / “我叫陈默。”
+            who = self._self_named(q.text)
+            if who:
+                return who, "beat", 0.8
         # A beat: a known name as the subject of the narration around the quote.
         for s in segs:
             if s.quote:
@@ -481,6 +492,14 @@ class ProseAttributor:
         if last and other and other not in addressed:
             return other, "alternation", max(0.55, 0.65 - 0.01 * run)
         return None, "unresolved", 0.0
+
+    def _self_named(self, quote: str) -> str | None:
+        pat = r"(?:我叫|我是|我乃|我就是)" if self.zh else r"\b(?:[Mm]y name is|I am|I'm|[Cc]all me)\s+"
+        for m in re.finditer(pat, quote):
+            for pos, name in self.mentions(quote[m.end():m.end() + 40]):
+                if pos == 0:
+                    return name
+        return None
 
     def _beat(self, narration: str) -> str | None:
         text = narration.strip()
