@@ -5,7 +5,8 @@ rides along), else a generated placeholder portrait. Like SillyTavern, a V3 PNG 
 both chunks: ``chara`` (the V2 card, for older readers) and ``ccv3`` (the V3 card, which
 wins when read back); a V2 PNG carries ``chara`` only. Story files beside the card
 (``stories/*.txt``) travel in ``data.extensions.roleplay.story_files`` so the export is
-lossless; ``mes_example`` holds the card's own stories for other apps.
+lossless; ``mes_example`` holds the card's own stories as ``<START>`` blocks of
+``{{user}}:``/``{{char}}:`` lines, the form SillyTavern splits into example messages.
 """
 from __future__ import annotations
 

@@ -4,7 +4,11 @@ Mapping (docs/cards.md has the full table): description (+ personality) → pers
 first_mes + alternate_greetings → greetings, group_only_greetings → group_greetings,
 mes_example ``<START>`` blocks → stories, character_book entries → lorebook, the rest by
 name. ``{{char}}``/``{{user}}`` stay as macros (expanded at prompt time), and ``*action*``
-writing is detected into ``style.action_style``.
+writing is detected into ``style.action_style``. On export each story becomes a
+``<START>`` block of ``{{user}}: …`` / ``{{char}}: …`` lines (our ``Name:「…」`` lines
+converted, corner quotes dropped), the form SillyTavern's example parser splits into
+messages; the exact stories ride in ``extensions.roleplay`` and win on re-import while
+the examples still match them.
 
 Nothing is dropped: fields of the format that have no home in a card go to
 ``extensions["tavern"]`` (card level) or a lore entry's ``extensions["tavern"]``, and the
@@ -39,8 +43,10 @@ ENTRY_FIELDS = ("keys", "content", "extensions", "enabled", "insertion_order", "
                 "priority", "id", "comment", "selective", "secondary_keys", "constant", "position", "use_regex")
 _START = re.compile(r"^\s*<START>\s*$", re.IGNORECASE | re.MULTILINE)
 #: Card fields the tavern formats cannot hold; exported in ``extensions.roleplay``.
-NATIVE_ONLY = ("id", "language", "user_name", "style", "emotions", "reactions", "knowledge", "avatar",
-               "emotion_images")
+NATIVE_ONLY = ("id", "language", "user_name", "aliases", "style", "emotions", "reactions", "knowledge",
+               "avatar", "emotion_images")
+#: A story line ``Name: text`` / ``Name：text`` (speaker up to 40 characters, no brackets).
+_SPEAKER_LINE = re.compile(r"^(\s*)([^:：「」()（）*\n]{1,40}?)\s*[:：]\s*(.*)$")
 
 
 def parse_json_card(text: str, *, file: str) -> dict:
@@ -140,6 +146,26 @@ def join_examples(stories: list[str]) -> str:
     return "".join(f"<START>\n{s.strip()}\n" for s in stories)
 
 
+def example_dialogue(story: str, *, char_names: list[str], user_name: str) -> str:
+    r"""One story as SillyTavern example lines: the character's lines as ``{{char}}: …``,
+    the user's as ``{{user}}: …``; other speakers and narration stay as written.
+
+    >>> example_dialogue("Watson:「How?」\nSherlock:「(smiles) I observed.」", char_names=["Sherlock"],
+    ...                  user_name="Watson")
+    '{{user}}: How?\n{{char}}: (smiles) I observed.'
+    """
+    out = []
+    for line in story.strip().splitlines():
+        m = _SPEAKER_LINE.match(line)
+        if m and (m.group(2) in char_names or m.group(2) == user_name):
+            text = m.group(3).strip()
+            if text.startswith("「") and text.endswith("」"):
+                text = text[1:-1].strip()
+            line = f"{m.group(1)}{{{{{'char' if m.group(2) in char_names else 'user'}}}}}: {text}"
+        out.append(line)
+    return "\n".join(out)
+
+
 def _join_persona(description: str, personality: str) -> str:
     if not personality:
         return description
@@ -210,9 +236,14 @@ def from_tavern(obj: dict, *, file: str, card_id: str | None = None) -> tuple[Ch
         tavern["top"] = top
     story_files = native.pop("story_files", None) or {}
     exact_stories = native.pop("stories", None)
-    if isinstance(exact_stories, list) and all(isinstance(s, str) for s in exact_stories) \
-            and [s.strip() for s in exact_stories] == examples:
-        fields["stories"] = exact_stories  # our export; kept byte-exact (trailing newlines)
+    if isinstance(exact_stories, list) and all(isinstance(s, str) for s in exact_stories):
+        aliases = native.get("aliases") if isinstance(native.get("aliases"), list) else []
+        char_names = [n for n in [name, *aliases, r.str("nickname"), native.get("nickname")]
+                      if isinstance(n, str) and n.strip()]
+        user = native.get("user_name") if isinstance(native.get("user_name"), str) else "User"
+        written = [example_dialogue(s, char_names=char_names, user_name=user).strip() for s in exact_stories]
+        if written == examples or [s.strip() for s in exact_stories] == examples:
+            fields["stories"] = exact_stories  # our export, unedited: kept byte-exact
     lore_native = native.pop("lorebook", None)
     ours = bool(native)  # our own export always records the id
     if ours:
@@ -293,10 +324,11 @@ def to_tavern(card: Character, *, version: int, story_files: dict[str, str] | No
     else:
         personality = ""
     ext["talkativeness"] = str(card.talkativeness)
+    examples = [example_dialogue(st, char_names=card.names(), user_name=card.user_name) for st in card.stories]
     data: dict[str, Any] = {
         "name": card.name, "description": description, "personality": personality,
         "scenario": card.scenario, "first_mes": card.greetings[0] if card.greetings else "",
-        "mes_example": join_examples(card.stories), "creator_notes": card.creator_notes,
+        "mes_example": join_examples(examples), "creator_notes": card.creator_notes,
         "system_prompt": card.system_prompt, "post_history_instructions": card.post_history_instructions,
         "alternate_greetings": card.greetings[1:], "tags": list(card.tags), "creator": card.creator,
         "character_version": card.version, "extensions": ext,
@@ -311,7 +343,7 @@ def to_tavern(card: Character, *, version: int, story_files: dict[str, str] | No
         for k in ("nickname", "group_greetings"):
             if k in dumped:
                 native[k] = dumped[k]
-    if [s.strip() for s in card.stories] != card.stories:
+    if examples != card.stories:
         native["stories"] = list(card.stories)
     if story_files:
         native["story_files"] = dict(story_files)

@@ -1,45 +1,53 @@
-"""The OpenAI-compatible API: ``/v1/models`` and ``/v1/chat/completions`` over the Engine.
+"""The OpenAI-compatible API: models, chat and text completions over the Engine.
 
-Every character card is a model (``roleplay/<id>``). A completion runs the client's
-conversation through `Engine.stream` — retrieval, lorebook, stage note, memory — so
-any OpenAI client (the SDK, SillyTavern, Open WebUI) talks to our characters. The server
-holds no engine logic: it maps the request onto the engine's arguments and the reply back.
+Every character card is a model (``roleplay/<id>``), and ``roleplay/custom`` plays the
+client's own character. A completion runs the client's conversation through
+`Engine.stream` — retrieval, lorebook, stage note, memory — so any OpenAI client (the SDK,
+SillyTavern, Open WebUI) talks to our characters. The server holds no engine logic:
+`roleplay.server.turns` maps a request onto a `Turn` (continue, impersonate, empty send,
+personas, names) and this module maps the replies back to OpenAI's wire format.
 
 Trade-offs:
-- The backend owns concurrency: each request runs its turn on a thread of its own and
-  submits to the backend, which batches concurrent requests (continuous batching,
-  llama.cpp slots, vLLM) and queues the rest; a full wait line is a 429 with
-  ``Retry-After``. Each request has its own history, card copy and output channel, so
-  concurrent conversations never mix.
+- The backend owns concurrency: each request (each of its ``n`` choices) runs its turn on
+  a thread of its own and submits to the backend, which batches concurrent requests
+  (continuous batching, llama.cpp slots, vLLM) and queues the rest; a full wait line is a
+  429 with ``Retry-After``. Each request has its own history, card copy and output
+  channel, so concurrent conversations never mix.
 - Stateless, like OpenAI: the client sends the whole conversation each time; nothing is
   written to the sessions database. Memories are read (for ``user``), never written.
-- A client that disconnects mid-stream cancels its generation at the next chunk, so an
-  abandoned request stops costing model time.
+- ``max_tokens`` larger than the context allows is lowered, not refused (servers such as
+  vLLM refuse; SillyTavern users set large values and expect a reply): the response says
+  so in ``usage.max_tokens_clamped_to`` and the ``X-Roleplay-Max-Tokens`` header. The
+  room left is estimated from the prompt budgets before the prompt is built.
+- Log-probabilities in a stream arrive whole in the chunk that carries ``finish_reason``
+  (the engine's post-processing works on text, not tokens).
+- A client that disconnects mid-stream cancels its generation at the next chunk.
 """
 from __future__ import annotations
 
 import asyncio
 import hmac
 import json
-import threading
 import time
 from contextlib import asynccontextmanager
-from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterable
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable
 
 from fastapi import FastAPI, Request  # light (starlette + pydantic); annotations need them at module level
 
-from ..errors import BackendError, CardError, RoleplayError
-from .schemas import (ChatCompletionRequest, chunk_body, completion_body, error_body, model_entry,
-                      new_completion_id)
+from ..errors import BackendError, CardError, ConfigError, RoleplayError
+from .bridge import END, Items, StreamBridge, merged
+from .middleware import AccessLogMiddleware, BodyLimitMiddleware
+from .reasoning import ThinkSplitter, split_think
+from .schemas import (CUSTOM_MODEL, ChatCompletionRequest, CompletionRequest, SamplingFields, chunk_body,
+                      completion_body, error_body, logprobs_body, message_body, model_entry,
+                      new_request_id, text_completion_body, text_logprobs_body, usage_body)
+from .turns import RequestShapeError, build_turn, clamp_max_tokens, dropped_context, prompt_reserve
 
 if TYPE_CHECKING:
     from ..engine import Engine, Turn
 
 #: Default request body limit: long SillyTavern contexts fit; a runaway upload does not.
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
-
-_END = object()
 
 
 class APIError(Exception):
@@ -50,109 +58,6 @@ class APIError(Exception):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
         self.headers = headers or {}
-
-
-class StreamBridge:
-    """Runs each request's turn on a thread of its own and hands its items to asyncio.
-
-    ``submit`` returns an asyncio queue that receives the engine's items (text chunks, the
-    final Reply, or an exception) and then an end marker. Setting the returned event
-    cancels the turn at its next chunk (the backend then frees the request's slot). No
-    lock and no single worker: the backend decides how concurrent turns share the model.
-    """
-
-    def __init__(self, *, max_threads: int = 256) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="roleplay-turn")
-        self._lock = threading.Lock()
-        self._cancels: set[threading.Event] = set()
-
-    def submit(self, make_stream: Callable[[], Iterable[Any]]) -> tuple[asyncio.Queue, threading.Event]:
-        loop = asyncio.get_running_loop()
-        out: asyncio.Queue = asyncio.Queue()
-        cancel = threading.Event()
-
-        def emit(item: Any) -> None:
-            try:
-                loop.call_soon_threadsafe(out.put_nowait, item)
-            except RuntimeError:  # the event loop closed (server shutting down)
-                cancel.set()
-
-        def job() -> None:
-            stream = None
-            try:
-                if not cancel.is_set():
-                    stream = iter(make_stream())
-                    for item in stream:
-                        emit(item)
-                        if cancel.is_set():
-                            break
-            except Exception as exc:  # reported to this request only
-                emit(exc)
-            finally:
-                close = getattr(stream, "close", None)
-                if close is not None:
-                    close()  # stops the backend's generation early
-                with self._lock:
-                    self._cancels.discard(cancel)
-                emit(_END)
-
-        with self._lock:
-            self._cancels.add(cancel)
-        self._pool.submit(job)
-        return out, cancel
-
-    def shutdown(self) -> None:
-        """Cancel every running turn; do not wait for them."""
-        with self._lock:
-            for cancel in self._cancels:
-                cancel.set()
-        self._pool.shutdown(wait=False, cancel_futures=True)
-
-
-class BodyLimitMiddleware:
-    """Answers 413 (OpenAI format) when a request body exceeds ``max_bytes``.
-
-    Checks ``Content-Length`` up front; a streamed (chunked) body is read into memory up to
-    the limit before the app sees it (bodies here are small JSON), then replayed.
-    """
-
-    def __init__(self, app: Any, *, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
-            return await self.app(scope, receive, send)
-        for key, value in scope.get("headers", []):
-            if key == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                return await self._reject(send)
-        body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away before sending its body
-            body += message.get("body", b"")
-            if len(body) > self.max_bytes:
-                return await self._reject(send)
-            if not message.get("more_body"):
-                break
-        replayed = False
-
-        async def replay() -> dict:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": bytes(body), "more_body": False}
-            return await receive()  # later calls wait for http.disconnect
-
-        await self.app(scope, replay, send)
-
-    async def _reject(self, send: Callable) -> None:
-        body = json.dumps(error_body(f"request body larger than {self.max_bytes} bytes",
-                                     code="request_too_large")).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
 
 
 def create_app(engine: "Engine", *, api_keys: Iterable[str] | None = None,
@@ -172,7 +77,6 @@ def create_app(engine: "Engine", *, api_keys: Iterable[str] | None = None,
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     keys = [k for k in (api_keys or []) if k]
-
     queue = StreamBridge()
 
     @asynccontextmanager
@@ -185,6 +89,7 @@ def create_app(engine: "Engine", *, api_keys: Iterable[str] | None = None,
     app.state.engine = engine
     app.state.queue = queue
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    app.add_middleware(AccessLogMiddleware)  # outermost: logs 413s too
 
     @app.exception_handler(APIError)
     async def _api_error(_req: Request, exc: APIError) -> JSONResponse:
@@ -196,9 +101,9 @@ def create_app(engine: "Engine", *, api_keys: Iterable[str] | None = None,
         err = exc.errors()[0]
         loc = [str(p) for p in err.get("loc", ()) if p != "body"]
         param = ".".join(loc) or None
-        msg = err.get("msg", "invalid request")
+        msg = str(err.get("msg", "invalid request")).removeprefix("Value error, ")
         if not param and err.get("type") != "missing":
-            msg = "the request body must be a JSON object (an OpenAI chat completion request)"
+            msg = "the request body must be a JSON object (an OpenAI completion request)"
         return JSONResponse(error_body(f"{param}: {msg}" if param else msg, param=param,
                                        code="invalid_value"), status_code=400)
 
@@ -223,6 +128,10 @@ def create_app(engine: "Engine", *, api_keys: Iterable[str] | None = None,
         if not any(hmac.compare_digest(token.strip().encode(), k.encode()) for k in keys):
             raise APIError(401, "incorrect API key provided", code="invalid_api_key")
 
+    def context_length() -> int | None:
+        backend = engine._backend  # not loaded by a model listing
+        return getattr(backend, "context_length", None) if backend is not None else None
+
     @app.get("/health")
     def health() -> dict:
         s = engine.settings
@@ -236,52 +145,131 @@ def create_app(engine: "Engine", *, api_keys: Iterable[str] | None = None,
         from ..cards import list_cards
 
         cards, _errors = list_cards(engine.settings)
-        return {"object": "list", "data": [model_entry(c.id, name=c.name, tags=c.tags) for c in cards]}
+        ctx = context_length()
+        data = [model_entry(c.id, name=c.name, tags=c.tags, context_length=ctx) for c in cards
+                if c.id != CUSTOM_MODEL]
+        data.append(_custom_entry(ctx))
+        return {"object": "list", "data": data}
 
     @app.get("/v1/models/{model_id:path}")
     def model(model_id: str, request: Request) -> dict:
         check_key(request)
         card = _load_card(engine, model_id)
-        return model_entry(card.id, name=card.name, tags=card.tags)
+        if card is None:
+            return _custom_entry(context_length())
+        return model_entry(card.id, name=card.name, tags=card.tags, context_length=context_length())
+
+    async def start(body: SamplingFields, turn: "Turn") -> tuple[list[Items], list[Any], Any]:
+        """Submit the request's ``n`` turns; returns their queues, cancels and the params used."""
+        params, clamped_from = await asyncio.to_thread(_sampling_params, engine, body, turn)
+        per_choice = [params if params.seed is None else params.model_copy(update={"seed": params.seed + i})
+                      for i in range(body.n)]
+        queues, cancels = [], []
+        for p in per_choice:
+            out, cancel = queue.submit(lambda p=p: engine.stream(turn, p))
+            queues.append(out)
+            cancels.append(cancel)
+        items = []
+        for i, out in enumerate(queues):
+            first = await out.get()  # a busy backend answers 429 before any response starts
+            if isinstance(first, Exception):
+                for c in cancels:
+                    c.set()
+                raise _as_api_error(first)
+            items.append(Items(first, out))
+        return items, cancels, (params, clamped_from)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
         check_key(request)
         card = await asyncio.to_thread(_load_card, engine, body.model)
-        turn = _turn_arguments(card, body)
-        params = _sampling_params(body)
-        out, cancel = queue.submit(lambda: engine.stream(turn, params))
-        first = await out.get()  # a busy backend answers 429 before any response starts
-        if isinstance(first, Exception):
-            cancel.set()
-            raise _as_api_error(first)
-        out = _Items(first, out)
-        cid, model_name = new_completion_id(), body.model
+        try:
+            turn = build_turn(card, body)
+        except ValueError as exc:  # RequestShapeError, or a custom card that does not validate
+            raise APIError(400, str(exc).splitlines()[0], param=getattr(exc, "param", "messages"),
+                           code="invalid_value") from None
+        headers = {}
+        if card is not None and (dropped := dropped_context(body)):
+            headers["X-Roleplay-Dropped-Messages"] = str(dropped)
+        items, cancels, (params, clamped_from) = await start(body, turn)
+        if clamped_from is not None:
+            headers["X-Roleplay-Max-Tokens"] = str(params.max_tokens)
+        cid = _request_id(request)
+        clamp = params.max_tokens if clamped_from is not None else None
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return StreamingResponse(_sse(out, cancel, cid, model_name, params.max_tokens, include_usage),
-                                     media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            return StreamingResponse(_sse(items, cancels, cid, body.model, turn, include_usage, clamp),
+                                     media_type="text/event-stream", headers=headers)
         try:
-            reply = await _collect(out)
+            results = await asyncio.gather(*(_collect(it) for it in items))
         finally:
-            cancel.set()
-        return completion_body(cid, model_name, reply.text,
-                               finish_reason=reply.finish_reason,
-                               prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
-                               extra=_reply_extra(reply))
+            for c in cancels:
+                c.set()
+        choices, replies = [], []
+        for chunks, reply in results:
+            content, reasoning = split_think("".join(chunks) if turn.mode == "continue" else reply.text)
+            choices.append({"message": message_body(content, reasoning), "finish_reason": reply.finish_reason,
+                            "logprobs": logprobs_body(reply.logprobs)})
+            replies.append(reply)
+        usage = usage_body(replies[0].prompt_tokens, sum(r.completion_tokens for r in replies), clamped_to=clamp)
+        out = completion_body(cid, body.model, choices, usage=usage, extra=_reply_extra(replies[0], turn))
+        if len(replies) > 1:
+            for choice, reply in zip(out["choices"], replies):
+                choice["roleplay"] = _reply_extra(reply, turn)
+        return JSONResponse(out, headers=headers)
+
+    @app.post("/v1/completions")
+    async def completions(body: CompletionRequest, request: Request) -> Any:
+        """Text completion for clients that only speak it: the prompt is the user's message."""
+        check_key(request)
+        from ..engine import Turn
+
+        if body.stream:
+            raise APIError(400, "stream is not supported on /v1/completions; use /v1/chat/completions",
+                           param="stream", code="invalid_value")
+        card = await asyncio.to_thread(_load_card, engine, body.model)
+        if card is None:
+            raise APIError(400, f"{body.model} needs the client's chat messages; use /v1/chat/completions",
+                           param="model", code="invalid_value")
+        turn = Turn(card=card, user_text=body.prompt_text(), memory_user=body.user or None)
+        items, cancels, (params, clamped_from) = await start(body, turn)
+        try:
+            results = await asyncio.gather(*(_collect(it) for it in items))
+        finally:
+            for c in cancels:
+                c.set()
+        replies = [reply for _chunks, reply in results]
+        choices = [{"text": (body.prompt_text() if body.echo else "") + split_think(r.text)[0],
+                    "finish_reason": r.finish_reason, "logprobs": text_logprobs_body(r.logprobs)} for r in replies]
+        clamp = params.max_tokens if clamped_from is not None else None
+        usage = usage_body(replies[0].prompt_tokens, sum(r.completion_tokens for r in replies), clamped_to=clamp)
+        return text_completion_body(_request_id(request), body.model, choices, usage=usage)
 
     return app
 
 
+def _custom_entry(context_length: int | None) -> dict:
+    return model_entry(CUSTOM_MODEL, name="Your own character (the client's system prompt)",
+                       tags=["custom"], context_length=context_length)
+
+
+def _request_id(request: Request) -> str:
+    state = request.scope.get("state") or {}
+    return str(state.get("request_id") or new_request_id())
+
+
 def _load_card(engine: "Engine", model: str):
-    """The card named by an API model id; unknown ids are 404 ``model_not_found``."""
+    """The card named by an API model id (None for ``roleplay/custom``); unknown ids are 404."""
     from ..cards.library import list_card_paths
 
     card_id = model[len("roleplay/"):] if model.startswith("roleplay/") else model
+    if card_id == CUSTOM_MODEL:
+        return None
     if card_id not in list_card_paths(engine.settings):
         raise APIError(404, f"the model {model!r} does not exist; GET /v1/models lists them "
-                            "(characters, as roleplay/<id>)", param="model", code="model_not_found")
+                            "(characters, as roleplay/<id>, and roleplay/custom)",
+                       param="model", code="model_not_found")
     try:
         return engine.card(card_id)
     except CardError as exc:
@@ -289,110 +277,92 @@ def _load_card(engine: "Engine", model: str):
                        type="server_error", param="model") from None
 
 
-def _turn_arguments(card: Any, body: ChatCompletionRequest) -> "Turn":
-    """Split the client's messages into (extra instructions, history, new message).
+def _sampling_params(engine: "Engine", body: SamplingFields, turn: "Turn") -> tuple[Any, int | None]:
+    """``(SamplingParams, the requested max_tokens if it was lowered else None)``.
 
-    System/developer messages are appended to the card's system prompt (as extra persona
-    and instructions); the last user message is the new message; earlier user/assistant
-    turns are the history. Assistant messages after the last user message are ignored.
-    ``user`` selects whose memories are read (none without it: an anonymous client must
-    not see what another one told the character).
+    Loads the backend (its tokenizer counts the prompt estimate and it knows the context).
     """
-    from ..cards.macros import expand
-    from ..engine import Turn
+    from dataclasses import replace
 
-    msgs = body.messages
-    last_user = max(i for i, m in enumerate(msgs) if m.role == "user")
-    user_name = msgs[last_user].name or card.user_name
-    extra = [m.text() for m in msgs if m.role in ("system", "developer") and m.text().strip()]
-    if extra:
-        joined = "\n\n".join(expand(t, char=card.name, user=user_name) for t in extra)
-        card = card.model_copy(update={"system_prompt": (card.system_prompt + "\n\n" + joined).strip()})
-    history = []
-    for m in msgs[:last_user]:
-        if m.role == "user":
-            history.append({"role": "user", "name": m.name or user_name, "content": m.text()})
-        elif m.role == "assistant":
-            history.append({"role": "assistant", "name": card.name, "content": m.text()})
-    text = msgs[last_user].text()
-    if not text.strip():
-        raise APIError(400, "the last user message is empty", param="messages")
-    return Turn(card=card, history=history, user_text=text, user_name=user_name, memory_user=body.user or None)
-
-
-def _sampling_params(body: ChatCompletionRequest):
     from ..backends.base import SamplingParams
-    from ..errors import ConfigError
 
+    backend = engine.backend
+    card = turn.card if not isinstance(turn.card, str) else engine.card(turn.card)
+    estimate = prompt_reserve(replace(turn, card=card), engine.settings, backend.count_tokens)
+    requested = body.requested_max_tokens()
     try:
-        return SamplingParams(**body.sampling())
+        max_tokens, lowered = clamp_max_tokens(requested, context_length=getattr(backend, "context_length", None),
+                                               reserve=estimate)
+    except RequestShapeError as exc:
+        raise APIError(400, str(exc), param=exc.param, code="context_length_exceeded") from None
+    try:
+        params = SamplingParams(**body.sampling(), max_tokens=max_tokens)
     except ConfigError as exc:  # the request fields passed our schema but not the engine's
-        raise APIError(400, str(exc), code="invalid_value") from None
+        field = str(exc).removeprefix("sampling parameter ").split(":")[0]
+        raise APIError(400, str(exc), param=field or None, code="invalid_value") from None
+    return params, (requested if lowered else None)
 
 
-class _Items:
-    """The request's queue with its first item (already taken to check for a 429) put back."""
-
-    def __init__(self, first: Any, out: asyncio.Queue) -> None:
-        self.first, self.out, self.taken = first, out, False
-
-    async def get(self) -> Any:
-        if not self.taken:
-            self.taken = True
-            return self.first
-        return await self.out.get()
-
-
-async def _collect(out: "_Items"):
-    reply = None
+async def _collect(out: Items) -> tuple[list[str], Any]:
+    """All of one choice's text chunks and its final Reply."""
+    reply, chunks = None, []
     while True:
         item = await out.get()
-        if item is _END:
+        if item is END:
             break
         if isinstance(item, Exception):
             raise _as_api_error(item)
-        if not isinstance(item, str):
+        if isinstance(item, str):
+            chunks.append(item)
+        else:
             reply = item
     if reply is None:
         raise APIError(500, "the generation ended without a reply", type="server_error")
-    return reply
+    return chunks, reply
 
 
-async def _sse(out: "_Items", cancel: threading.Event, cid: str, model: str, max_tokens: int,
-               include_usage: bool) -> AsyncIterator[str]:
-    """Server-sent events: role chunk, content chunks, a finish chunk, ``[DONE]``."""
+async def _sse(items: list[Items], cancels: list[Any], cid: str, model: str, turn: "Turn",
+               include_usage: bool, clamp: int | None) -> AsyncIterator[str]:
+    """Server-sent events: a role chunk per choice, content chunks (``reasoning_content``
+    for ``<think>`` text), a finish chunk per choice, the usage chunk if asked, ``[DONE]``."""
     created = int(time.time())
+    splitters = [ThinkSplitter() for _ in items]
+    replies: dict[int, Any] = {}
 
     def event(payload: dict) -> str:
         return "data: " + json.dumps(payload, ensure_ascii=False) + "\n\n"
 
+    def delta(i: int, content: str, reasoning: str) -> str | None:
+        d = {**({"reasoning_content": reasoning} if reasoning else {}), **({"content": content} if content else {})}
+        return event(chunk_body(cid, model, created, index=i, delta=d)) if d else None
+
     try:
-        yield event(chunk_body(cid, model, created, delta={"role": "assistant", "content": ""}))
-        while True:
-            item = await out.get()
-            if item is _END:
-                break
+        for i in range(len(items)):
+            yield event(chunk_body(cid, model, created, index=i, delta={"role": "assistant", "content": ""}))
+        async for i, item in merged(items):
             if isinstance(item, Exception):
                 err = _as_api_error(item)
                 yield event(error_body(err.message, type=err.type, code=err.code))
                 break
             if isinstance(item, str):
-                if item:
-                    yield event(chunk_body(cid, model, created, delta={"content": item}))
+                if item and (out := delta(i, *splitters[i].feed(item))):
+                    yield out
                 continue
-            reply = item
-            usage = {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens,
-                     "total_tokens": reply.prompt_tokens + reply.completion_tokens}
-            yield event(chunk_body(cid, model, created, delta={},
-                                   finish_reason=reply.finish_reason,
-                                   extra=_reply_extra(reply)))
-            if include_usage:
-                final = chunk_body(cid, model, created, delta={}, usage=usage)
-                final["choices"] = []
-                yield event(final)
+            if out := delta(i, *splitters[i].finish()):
+                yield out
+            replies[i] = item
+            yield event(chunk_body(cid, model, created, index=i, delta={}, finish_reason=item.finish_reason,
+                                   logprobs=logprobs_body(item.logprobs), extra=_reply_extra(item, turn)))
+        if include_usage and replies:
+            first = replies[min(replies)]
+            final = chunk_body(cid, model, created, delta={}, usage=usage_body(
+                first.prompt_tokens, sum(r.completion_tokens for r in replies.values()), clamped_to=clamp))
+            final["choices"] = []
+            yield event(final)
         yield "data: [DONE]\n\n"
     finally:
-        cancel.set()  # a disconnected client stops its generation at the next chunk
+        for c in cancels:
+            c.set()  # a disconnected client stops its generation at the next chunk
 
 
 def _as_api_error(exc: Exception) -> APIError:
@@ -403,13 +373,17 @@ def _as_api_error(exc: Exception) -> APIError:
     if isinstance(exc, BackendBusy):
         return APIError(429, str(exc), type="rate_limit_exceeded", code="rate_limit_exceeded",
                         headers={"Retry-After": str(max(1, round(exc.retry_after)))})
+    if isinstance(exc, ConfigError):  # a request the engine refuses (too long a message …)
+        return APIError(400, str(exc), code="invalid_value")
     if isinstance(exc, RoleplayError):
         return APIError(503 if isinstance(exc, BackendError) else 500, str(exc), type="server_error")
     return APIError(500, f"generation failed: {type(exc).__name__}: {exc}", type="server_error")
 
 
-def _reply_extra(reply: Any) -> dict:
-    """Role-play details OpenAI clients ignore but ours can show (emotion, stage note …)."""
+def _reply_extra(reply: Any, turn: "Turn") -> dict:
+    """Role-play details OpenAI clients ignore but ours can show (emotion, stage note, mode …)."""
     record = reply.record()
     record.pop("text")  # it is the message content
+    record["mode"] = turn.mode
+    record["user_name"] = turn.user_name
     return record
