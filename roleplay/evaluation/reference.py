@@ -18,8 +18,8 @@ Trade-offs:
 - One reply per (item, system), greedy by default, appended to ``results.jsonl`` as soon
   as its batch is done; re-running the same command skips what is there, and a folder
   made with other settings is refused (the same contract as the pairwise runner).
-- Systems that share an engine (same backend and model) go into the same batches —
-  options travel per request — and retrieval is told to leave out the item's own scene
+- Batches hold one system's replies at a time (so seconds per item are that system's own);
+  retrieval is told to leave out the item's own scene
   (``exclude_sources``); a retrieved story from that scene stops the run rather than
   contaminating the figures.
 """
@@ -202,7 +202,9 @@ class RefRun:
         """Generate what is missing, score everything, write the report; return the summary."""
         self._prepare()
         done = {r["key"] for r in read_records(self.out_dir)}
-        todo = [(item, s) for item in self.items for s in self.systems if _key(item, s) not in done]
+        # subtle: system-major order fills each batch with one system's replies, so a system's
+        # seconds per item is its own batch time (a mixed batch would share one time out).
+        todo = [(item, s) for s in self.systems for item in self.items if _key(item, s) not in done]
         bar = None
         if self.progress and todo:
             from tqdm import tqdm
