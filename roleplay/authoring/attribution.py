@@ -125,8 +125,11 @@ def _clean_gesture_zh(g: str) -> str:
 def _verb_gesture(found: tuple[str, str, str], verb: str) -> tuple[str, str, str]:
     """``行者笑道``: the 笑 of 笑道 is the gesture when the words before the verb gave none."""
     kind, subj, gesture = found
-    if not gesture and len(verb) >= 2 and verb[0] in "笑叫喊骂叹喝嚷哭怒吼":
-        gesture = verb[:-1].rstrip("说道")
+    if len(verb) >= 2 and verb[0] in "笑叫喊骂叹喝嚷哭怒吼":
+        if not gesture:
+            gesture = verb[:-1].rstrip("说道")
+        elif len(gesture) == 1 and gesture in "大冷微苦陪高低轻怒":
+            gesture += verb[0]  # 大怒道 → 大怒, 冷笑道 → 冷笑
     return kind, subj, gesture
 
 

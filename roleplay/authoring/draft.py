@@ -149,7 +149,7 @@ def lorebook_for(ex: Extraction, *, people: int = 6, places: int = 6) -> list[Lo
     else:
         counts = Counter(m.group(1) for m in _PLACE_EN.finditer(text))
     where = [n for n, c in counts.most_common(40) if c >= 2 and n not in who and n not in mine
-             and n.casefold() not in _STOP_EN][:places]
+             and n.casefold() not in _STOP_EN and n[0] not in "这那此该一哪某"][:places]
     entries = []
     for kind, names in (("person", who), ("place", where)):
         for name in names:
@@ -164,16 +164,26 @@ _SENTENCE_END = re.compile(r"(?<!\bMr)(?<!\bMrs)(?<!\bMs)(?<!\bDr)(?<!\bSt)(?<!\
 
 
 def _first_sentence_with(text: str, name: str) -> str:
-    """The sentence around the first mention of ``name`` (``Mr.``/``Dr.`` do not end one)."""
+    """The first narration sentence that mentions ``name`` (else the first sentence at all).
+
+    ``Mr.``/``Dr.`` do not end a sentence; quote marks are dropped from the result.
+    """
+    first = ""
     i = text.find(name)
-    if i < 0:
-        return ""
-    window = text[max(0, i - 400):i]
-    starts = [m.end() for m in _SENTENCE_END.finditer(window)]
-    start = max(0, i - 400) + (starts[-1] if starts else 0)
-    m = _SENTENCE_END.search(text, i + len(name))
-    end = m.end() if m else len(text)
-    return " ".join(text[start:end].split())[:200]
+    for _ in range(30):
+        if i < 0:
+            break
+        window = text[max(0, i - 400):i]
+        starts = [m.end() for m in _SENTENCE_END.finditer(window)]
+        start = max(0, i - 400) + (starts[-1] if starts else 0)
+        m = _SENTENCE_END.search(text, i + len(name))
+        end = m.end() if m else len(text)
+        sentence = " ".join(text[start:end].split())
+        if not re.search(r"[“”「」『』\"]", sentence):
+            return sentence[:200]
+        first = first or re.sub(r"[“”「」『』\"]", "", sentence)[:200]
+        i = text.find(name, end)
+    return first
 
 
 def facts(ex: Extraction) -> dict[str, Any]:
