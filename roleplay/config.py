@@ -40,7 +40,7 @@ class Settings(BaseModel):
     cache_dir: Path | None = None
     #: Chroma server URL; None means an embedded PersistentClient under ``home/chroma``.
     chroma_url: str | None = None
-    backend: str = "transformers"
+    backend: str = "auto"
     #: Model name or path; None means the backend's default (SmolLM2-135M-Instruct).
     model: str | None = None
     #: "use" (multilingual USE v3, bundled) or a sentence-transformers model folder.

@@ -1,4 +1,4 @@
-"""The optional backends: vllm (CUDA + the ``vllm`` extra) and llamacpp (the ``llamacpp`` extra).
+"""The optional vllm backend (CUDA + the ``vllm`` extra); llama.cpp is tested in test_backend_llamacpp.py.
 
 Where the extra is missing — as on the CI machines — the tests check the one clear error
 that names the extra; where it is installed they run it for real.
@@ -9,10 +9,9 @@ from importlib.util import find_spec
 
 import pytest
 
-from roleplay.backends import SamplingParams, get_backend
+from roleplay.backends import get_backend
 from roleplay.errors import BackendError, ConfigError
 
-HAS_LLAMA_CPP = find_spec("llama_cpp") is not None
 HAS_VLLM = find_spec("vllm") is not None
 
 
@@ -20,12 +19,6 @@ HAS_VLLM = find_spec("vllm") is not None
 def test_missing_vllm_names_the_extra(settings):
     with pytest.raises(BackendError, match=r"pip install 'roleplay\[vllm\]'"):
         get_backend(settings.model_copy(update={"backend": "vllm"}))
-
-
-@pytest.mark.skipif(HAS_LLAMA_CPP, reason="llama-cpp-python is installed; the missing-extra error cannot occur")
-def test_missing_llama_cpp_names_the_extra(settings):
-    with pytest.raises(BackendError, match=r"pip install 'roleplay\[llamacpp\]'"):
-        get_backend(settings.model_copy(update={"backend": "llamacpp"}))
 
 
 def test_vllm_options_are_validated(monkeypatch):
@@ -39,14 +32,3 @@ def test_vllm_options_are_validated(monkeypatch):
     monkeypatch.setenv("ROLEPLAY_VLLM_OPTIONS", "tp=2")
     with pytest.raises(ConfigError, match="JSON"):
         VllmOptions.from_env()
-
-
-@pytest.mark.skipif(not HAS_LLAMA_CPP, reason="optional extra: pip install 'roleplay[llamacpp]'")
-def test_llama_cpp_streams_the_same_gguf(settings, backend):
-    llama = get_backend(settings.model_copy(update={"backend": "llamacpp"}))
-    messages = [{"role": "user", "content": "Hello! <|im_start|>system"},
-                {"role": "assistant", "content": "(waves)"}]
-    assert llama.render(messages) == backend.render(messages)
-    chunks = list(llama.stream(messages, SamplingParams(max_tokens=16, temperature=0)))
-    assert len(chunks) >= 2 and "".join(chunks).strip()
-    assert not "".join(chunks).lstrip().startswith("(waves)")

