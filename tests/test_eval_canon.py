@@ -198,3 +198,24 @@ def test_cli_canon_on_the_real_model(tmp_path, backend, capsys):
     assert "name the characters" in capsys.readouterr().err
     assert main(["eval", "canon", "sherlock", "--systems", "engine,bogus", "-o", str(tmp_path / "x")]) == 2
     assert "unknown system 'bogus'" in capsys.readouterr().err
+
+
+def test_a_large_corpus_is_sampled_not_read_whole(monkeypatch):
+    """Hundreds of scenes: cut points spread one per scene, the classifier's lines capped per speaker."""
+    import random
+
+    from roleplay.cards.schema import Character
+    from roleplay.evaluation import canon
+    from roleplay.store.embeddings import get_embedder
+
+    rng = random.Random(0)
+    words = "fog lamp river stone watch letter key door night tea violin case".split()
+    stories = ["\n".join(f"{rng.choice(['Hero', 'Ann', 'Bob'])}:「{' '.join(rng.choices(words, k=6))}」"
+                         for _ in range(8)) for _ in range(400)]
+    card = Character(id="big", name="Hero", language="en", persona="A hero.", stories=stories)
+    cuts = cut_points(card, n=30)
+    assert len(cuts) == 30 and len({c.group for c in cuts}) == 30
+    monkeypatch.setattr(canon, "MAX_LINES_PER_SPEAKER", 40)
+    att = Attributor(card, embedder=get_embedder())
+    assert list(att.count) == [40, 40, 40]           # 1,000+ lines per speaker, 40 embedded
+    assert att.rank(att.total[att.speakers.index("Hero")] / 40, exclude=[]) is not None
