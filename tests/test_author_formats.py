@@ -130,3 +130,31 @@ def test_cli_errors_are_one_line_and_write_nothing(tmp_path, capsys):
     assert not out.exists() or not any(out.iterdir())
     assert main(["author", "extract", str(tmp_path / "missing.txt"), "--character", "X", "--no-progress"]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_mislabelled_bom_is_one_clear_error(tmp_path):
+    path = tmp_path / "book.txt"
+    path.write_bytes(b"\xff\xfe" + "“Hello,” said Holloway.".encode("utf-16-le") + b"\x00")  # odd length
+    with pytest.raises(CardError, match="byte-order mark"):
+        read_book(path)
+
+
+def test_any_text_gives_a_result_or_a_card_error():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from roleplay.authoring.reading import Book
+
+    alphabet = st.sampled_from(list("“”「」『』‘’\"'.,:;!?。，：！？\n 道说said he she Holmes悟空行者ABC*-#第一回Chapter[]()（）"))
+
+    @settings(max_examples=150, deadline=None)
+    @given(st.text(alphabet=alphabet, min_size=1, max_size=400), st.sampled_from([None, "Holmes", "悟空"]))
+    def run(text, who):
+        try:
+            ex = extract(Book(text=text, title="fuzz"), character=who)
+        except CardError:
+            return
+        assert ex.attributed + ex.unresolved == ex.quotes
+        assert all(ln.speaker == who for ln in ex.lines)
+
+    run()
