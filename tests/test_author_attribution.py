@@ -39,7 +39,7 @@ def test_pooled_accuracy_and_precision_floor():
     put = sum(r["put_in_mouth"] for r in results)
     right = sum(round(r["precision"] * r["put_in_mouth"]) for r in results)
     assert all(r["matched"] >= r["quotes"] - 2 for r in results)  # the extractor finds the labelled quotes
-    assert correct / quotes >= 0.76
+    assert correct / quotes >= 0.78
     assert right / put >= 0.97
 
 
@@ -55,7 +55,7 @@ def test_stricter_confidence_keeps_precision_and_loses_recall():
 @pytest.mark.parametrize("name,accuracy,precision,recall", [
     ("zh_wukong.txt", 0.9, 0.99, 0.8),
     ("play_lighthouse.txt", 1.0, 1.0, 1.0),
-    ("en_quill.txt", 0.7, 0.95, 0.6),
+    ("en_quill.txt", 0.75, 0.95, 0.7),
     ("en_brandt.txt", 0.75, 0.95, 0.65),
     ("zh_linxiao.txt", 0.45, 0.95, 0.5),
 ])

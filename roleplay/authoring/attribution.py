@@ -485,6 +485,7 @@ class ProseAttributor:
                 continue
             who = self._beat(s.text)
             if who and who not in addressed:
+                self._gender_votes(who, s.text)
                 return who, "beat", 0.7
         if self.lead and self.lead not in addressed:
             return self.lead, "beat", 0.62  # the one person the narration just named opens the exchange
