@@ -41,7 +41,7 @@ def speakers_report(path: str) -> tuple[list[str], str]:
                    f"**{ex.attributed}** attributed, {ex.unresolved} unresolved. Speakers: {top}.")
 
 
-def draft(path: str, character: str, aliases: str) -> tuple[str, str, str]:
+def draft(path: str, *, character: str, aliases: str) -> tuple[str, str, str]:
     """Extract and draft; returns ``(token, yaml, review markdown)``."""
     from roleplay.authoring import draft_card, extract
     from roleplay.cards.yaml_io import dump_card
@@ -68,7 +68,7 @@ def draft(path: str, character: str, aliases: str) -> tuple[str, str, str]:
     return token, dump_card(card), "\n".join(lines)
 
 
-def save(engine: "Engine", token: str | None, *, overwrite: bool = False):
+def save(engine: "Engine", *, token: str | None, overwrite: bool = False):
     """Write the draft behind ``token``; returns the `ImportResult`."""
     from roleplay.authoring import write_draft
     from roleplay.errors import SessionError
@@ -115,14 +115,14 @@ def build(engine: "Engine", *, card_dd: Any, choices: Callable[[], list[str]]) -
         if not path or not who:
             return None, "", "", "Upload a book and pick a character first."
         try:
-            tok, text, md = draft(path, who, other)
+            tok, text, md = draft(path, character=who, aliases=other)
         except RoleplayError as exc:
             return None, "", "", f"<span class='error-text'>⚠ {html.text(exc)}</span>"
         return tok, text, md, "Review the draft, then Save."
 
     def on_save(tok: str | None, overwrite: bool):
         try:
-            result = save(engine, tok, overwrite=overwrite)
+            result = save(engine, token=tok, overwrite=overwrite)
         except RoleplayError as exc:
             return tok, f"<span class='error-text'>⚠ Not saved: {html.text(exc)}</span>", gr.update()
         note = f"Saved **{html.text(result.card.name)}** to `{html.text(result.path)}`."

@@ -149,7 +149,7 @@ def discover(text: str, cast: Cast, *, language: str) -> None:
             cand = _ZH_PREFIX.sub("", m.group(1))
             if 2 <= len(cand) <= 4 and cand[0] not in "他她我你它这那" and cand not in cast.counts \
                     and not any(cand in n or n in cand for n in cast.counts) and text.count(cand) >= 3:
-                cast.add(cand, 2)
+                cast.add(cand, n=2)
         # subtle: a candidate that extends a more frequent one ("八戒慌" of 八戒慌了) is that one.
         names = sorted(cast.counts, key=len)
         for n in names:
@@ -253,9 +253,9 @@ class ProseAttributor:
             he = len(re.findall(r"\b(?:he|his|himself)\b", low))
             she = len(re.findall(r"\b(?:she|her|herself)\b", low))
         if he and not she:
-            self.cast.vote_gender(speaker, "m")
+            self.cast.vote_gender(speaker, gender="m")
         elif she and not he:
-            self.cast.vote_gender(speaker, "f")
+            self.cast.vote_gender(speaker, gender="f")
 
     # ------------------------------------------------------------ tags
     def _tag_en(self, before: str, after: str) -> tuple[str, str, str] | None:
@@ -393,7 +393,7 @@ class ProseAttributor:
                 if kind == "pron":
                     near = (before[-12:] if self.cut and self.cut[0] == "before" else after[:40])
                     again = bool(re.search(r"又|接着|continued|went on|added", near))
-                    if again and recent and recent[-1] and self.cast.fits(recent[-1], subj):
+                    if again and recent and recent[-1] and self.cast.fits(recent[-1], pronoun=subj):
                         who, conf = recent[-1], 0.8
                     else:
                         who, conf = self._pronoun(subj, segs, i, recent=recent, last_mentions=last_mentions)
@@ -447,7 +447,7 @@ class ProseAttributor:
         bad = addressed | listeners
 
         def fit(name: str | None) -> int:  # 2: known gender fits, 1: unknown, 0: cannot be
-            if not name or name in bad or not self.cast.fits(name, pron):
+            if not name or name in bad or not self.cast.fits(name, pronoun=pron):
                 return 0
             return 2 if self.cast.gender(name) else 1
 

@@ -110,10 +110,10 @@ def sample_lines(ex: Extraction, *, k: int = 5) -> list[str]:
     if not good:
         good = [ln for ln in ex.lines if len(ln.text) >= 4]
     step = max(1, len(good) // k)
-    return [_with_action(ln, ex.language) for ln in good[::step][:k]]
+    return [_with_action(ln, language=ex.language) for ln in good[::step][:k]]
 
 
-def _with_action(ln, language: str) -> str:
+def _with_action(ln, *, language: str) -> str:
     if not ln.action:
         return ln.text
     return f"（{ln.action}）{ln.text}" if language == "zh" else f"({ln.action}) {ln.text}"
@@ -126,7 +126,7 @@ def greetings_for(ex: Extraction, *, k: int = 2) -> list[str]:
     picked = [ln for ln in ex.lines if ln.confidence >= 0.9 and 8 <= len(ln.text) <= 160 and pat.search(ln.text)]
     if len(picked) < k:
         picked += [ln for ln in ex.lines if ln.confidence >= 0.9 and 8 <= len(ln.text) <= 160 and ln not in picked]
-    return [_with_action(ln, ex.language) for ln in picked[:k]]
+    return [_with_action(ln, language=ex.language) for ln in picked[:k]]
 
 
 def lorebook_for(ex: Extraction, *, people: int = 6, places: int = 6) -> list[LoreEntry]:
@@ -197,7 +197,7 @@ def facts(ex: Extraction) -> dict[str, Any]:
                                                              max(1, len(ex.lines)))}
 
 
-def _top_gestures(ex: Extraction, k: int = 6) -> list[str]:
+def _top_gestures(ex: Extraction, *, k: int = 6) -> list[str]:
     return [a for a, _n in Counter(ln.action for ln in ex.lines if ln.action).most_common(k)]
 
 
@@ -222,8 +222,8 @@ def draft_card(ex: Extraction, *, card_id: str | None = None, backend: Any = Non
     scenario = composer.render("author_scenario", lang, **info)
     greetings = greetings_for(ex)
     if backend is not None:
-        persona, scenario, greetings = _llm_draft(composer, backend, info, lang, persona, scenario, greetings,
-                                                  max_tokens=max_tokens)
+        persona, scenario, greetings = _llm_draft(composer, backend=backend, info=info, lang=lang,
+                                                  fallback=(persona, scenario, greetings), max_tokens=max_tokens)
     palette = emotion_palette(ex)
     aliases = [a for a in dict.fromkeys([*ex.aliases, *ex.forms]) if a and a != ex.character]
     return Character(id=cid, name=ex.character, language=lang, aliases=aliases, persona=persona,
@@ -236,9 +236,12 @@ def draft_card(ex: Extraction, *, card_id: str | None = None, backend: Any = Non
                                                if k not in ("unresolved_samples", "speakers")}})
 
 
-def _llm_draft(composer, backend, info, lang, persona, scenario, greetings, *, max_tokens):
+def _llm_draft(composer, *, backend, info: dict, lang: str, fallback: tuple[str, str, list[str]],
+               max_tokens: int) -> tuple[str, str, list[str]]:
+    """Persona, scenario and greetings written by ``backend``; each falls back to the rule-based one."""
     from ..backends.base import SamplingParams
 
+    persona, scenario, greetings = fallback
     prompt = composer.render("author_llm", lang, **info)
     # subtle: the answer is prefilled with its first label, so even a small model starts in the format.
     head = "人设：" if lang == "zh" else "PERSONA:"

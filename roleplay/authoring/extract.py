@@ -195,5 +195,5 @@ def _collect(out: Extraction, lines: list[Line], *, names: set[str], name_re: re
             if len(out.unresolved_samples) < MAX_SAMPLES:
                 out.unresolved_samples.append(ln.text[:160])
     if names and len(out.stories) < MAX_STORIES:
-        out.stories.extend(stories_for(lines, names, language=lang, min_confidence=min_confidence))
+        out.stories.extend(stories_for(lines, names=names, language=lang, min_confidence=min_confidence))
         del out.stories[MAX_STORIES:]

@@ -105,7 +105,7 @@ def format_line(line: Line, *, language: str) -> str:
     return f"{who}:「{note}{text}」"
 
 
-def stories_for(lines: list[Line], names: set[str], *, language: str, min_confidence: float) -> list[str]:
+def stories_for(lines: list[Line], *, names: set[str], language: str, min_confidence: float) -> list[str]:
     """Stories (ChatHaruhi text) from one scene's lines where a speaker in ``names`` talks.
 
     Quotes below ``min_confidence`` are written as ``?:「…」`` (speaker unknown), never

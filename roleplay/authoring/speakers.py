@@ -50,7 +50,7 @@ class Cast:
                 self._fixed[n] = self.character
                 self._fixed[core(n)] = self.character
 
-    def add(self, name: str, n: int = 1) -> None:
+    def add(self, name: str, *, n: int = 1) -> None:
         """Count one written form of a name (before `finish`)."""
         self.counts[name.strip()] += n
 
@@ -110,7 +110,8 @@ class Cast:
             forms |= {self.character, *self.aliases}
         return sorted(forms, key=lambda s: (-len(s), s))
 
-    def vote_gender(self, name: str, gender: str) -> None:
+    def vote_gender(self, name: str, *, gender: str) -> None:
+        """One vote that ``name`` is ``m`` or ``f``."""
         self.gender_votes[name][gender] += 1
 
     def gender(self, name: str) -> str | None:
@@ -130,7 +131,7 @@ class Cast:
             return "f"
         return None
 
-    def fits(self, name: str, pronoun: str) -> bool:
+    def fits(self, name: str, *, pronoun: str) -> bool:
         """Whether ``pronoun`` (he/she/他/她/I) can refer to ``name``."""
         p = pronoun.casefold()
         if p in ("i", "我"):
