@@ -158,3 +158,15 @@ def test_any_text_gives_a_result_or_a_card_error():
         assert all(ln.speaker == who for ln in ex.lines)
 
     run()
+
+
+def test_speakers_json_and_option_errors(tmp_path, capsys):
+    import json
+
+    path = tmp_path / "book.txt"
+    path.write_text(EN, encoding="utf-8")
+    assert main(["author", "speakers", str(path), "--json", "--no-progress"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["speakers"] == {"Holloway": 2, "Lydia": 1} and out["unresolved"] == 0
+    assert main(["author", "speakers", str(path), "--min-confidence", "2", "--no-progress"]) == 2
+    assert "--min-confidence must be between 0 and 1" in capsys.readouterr().err

@@ -232,8 +232,10 @@ def draft_card(ex: Extraction, *, card_id: str | None = None, backend: Any = Non
                      tags=["drafted", ex.kind], creator="roleplay author extract",
                      creator_notes=f"Drafted from {Path(ex.source).name or ex.title}: {len(ex.lines)} lines, "
                                    f"mean attribution confidence {ex.confidence():.2f}. Review before use.",
-                     extensions={"authoring": {k: v for k, v in ex.report().items()
-                                               if k not in ("unresolved_samples", "speakers")}})
+                     extensions={"authoring": {**{k: v for k, v in ex.report().items()
+                                                  if k not in ("unresolved_samples", "speakers")},
+                                               # the book's name, not where it lay on the author's disk
+                                               "source": Path(ex.source).name}})
 
 
 def _llm_draft(composer, *, backend, info: dict, lang: str, fallback: tuple[str, str, list[str]],
