@@ -242,6 +242,25 @@ class ProseAttributor:
                     out.add(name)
         return out
 
+    def called_by(self, quote: str) -> set[str]:
+        """Names a quote clearly calls on: ``", Mrs. Pemberton?"``, ``"Mrs. Pemberton?"``, ``“悟空，你…”``.
+
+        Stricter than `addressed`: a name opening an answer (``"Reed, ma'am."``) is not a call.
+        """
+        out: set[str] = set()
+        q = quote.strip()
+        for pos, name in self.mentions(q):
+            m = self._names_re.match(q, pos) if self._names_re else None
+            end = m.end() if m else pos + len(name)
+            nxt = q[end:end + 1]
+            prev = q[:pos].rstrip()[-1:]
+            if self.zh:
+                if pos == 0 and nxt in "，,！!" and len(q) > end + 1:
+                    out.add(name)
+            elif (prev in (",", "—") and nxt in ",?!.") or (pos == 0 and q[end:].strip() in ("?", "!", ".")):
+                out.add(name)
+        return out
+
     def _gender_votes(self, speaker: str, narration: str) -> None:
         """A vote from the pronouns in narration about ``speaker``: subjects and possessives only
         (``在他对面`` names someone else, so Chinese counts clause-initial 他/她 alone)."""
@@ -330,6 +349,7 @@ class ProseAttributor:
         reset_len = 120 if self.zh else 250
         self.first_person = False
         self.lead: str | None = None
+        self.called: str | None = None  # the one person the last quote spoke to by name
         for par in paragraphs:
             segs = split_quotes(par)
             narr_all = " ".join(s.text for s in segs if not s.quote)
@@ -345,6 +365,8 @@ class ProseAttributor:
                     last_mentions = (last_mentions + ms)[-6:]
                     first_person_here = self.cast.narrator and re.search(
                         r"我" if self.zh else r"\b(?:I|me|my)\b", text)
+                    if len(text) > reset_len:
+                        self.called = None
                     if len(text) > reset_len or (first_person_here and len(set(ms)) == 1 and ms[0] != (
                             recent[-1] if recent else None)):
                         recent, run = [], 0  # a long pause, or the narrator turning to someone: a new exchange
@@ -366,6 +388,9 @@ class ProseAttributor:
             narr = " ".join(s.text for s in segs if not s.quote)
             last_mentions = (last_mentions + [n for _p, n in self.mentions(narr)])[-6:]
             open_speaker = speakers[-1] if speakers and segs[-1].quote and segs[-1].open else None
+            last_quote = next((ln for ln in reversed(lines) if ln.quote), None)
+            called = self.called_by(last_quote.text) - {last_quote.speaker} if last_quote else set()
+            self.called = next(iter(called)) if len(called) == 1 else None
         return out
 
     def _paragraph(self, segs, *, recent, run, last_mentions, open_speaker) -> tuple[list[Line], list[str]]:
@@ -454,6 +479,8 @@ class ProseAttributor:
         for _pos, name in reversed(self.mentions(before)):
             if fit(name):
                 return name, 0.75 if fit(name) == 2 else 0.7
+        if self.called and fit(self.called):
+            return self.called, 0.72 if fit(self.called) == 2 else 0.66  # answering the one just named
         last = recent[-1] if recent else None
         other = recent[-2] if len(recent) >= 2 and recent[-2] != last else None
         if other is None and last and self.first_person and last != self.cast.narrator:
@@ -487,6 +514,8 @@ class ProseAttributor:
             if who and who not in addressed:
                 self._gender_votes(who, s.text)
                 return who, "beat", 0.7
+        if self.called and self.called not in addressed:
+            return self.called, "addressed", 0.7  # "…, Mrs. Pemberton?" — the next line is her answer
         if self.lead and self.lead not in addressed:
             return self.lead, "beat", 0.62  # the one person the narration just named opens the exchange
         last = recent[-1] if recent else None
