@@ -17,6 +17,12 @@ CHAT = [
 ]
 
 
+@pytest.fixture(scope="module")
+def backend(transformers_backend):
+    """This file tests the transformers backend's internals (the default is llama.cpp on the CPU)."""
+    return transformers_backend
+
+
 def test_reply_streams_in_several_chunks(backend):
     chunks = list(backend.stream(CHAT, GREEDY))
     assert len(chunks) >= 3
@@ -150,7 +156,7 @@ def test_converted_model_is_cached_atomically(backend, settings):
     folders = [p for p in settings.models_dir.iterdir() if p.name.startswith("SmolLM2")]
     assert folders and all((p / "model.safetensors").is_file() for p in folders)
     assert not [p for p in settings.models_dir.iterdir() if p.name.startswith(".")]  # no half conversions
-    assert get_backend(settings) is backend  # one load per (backend, model, device)
+    assert get_backend(settings.model_copy(update={"backend": "transformers"})) is backend  # one load per (backend, model, device)
 
 
 @pytest.mark.parametrize("field, value", [("temperature", -0.5), ("top_p", 0), ("max_tokens", 0),

@@ -16,6 +16,12 @@ PIRATE = [{"role": "system", "content": "You are Captain Flint, a pirate. Speak 
           {"role": "user", "content": "Where is the treasure buried, captain?"}]
 
 
+@pytest.fixture(scope="module")
+def backend(transformers_backend):
+    """This file tests the transformers backend's internals (the default is llama.cpp on the CPU)."""
+    return transformers_backend
+
+
 @pytest.fixture
 def fresh(backend):
     """The session backend with an empty prefix store, reuse on, restored afterwards."""
