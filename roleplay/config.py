@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import ConfigError
+from .errors import invalid
 
 #: The repository's bundled characters (``characters/`` beside the package).
 BUNDLED_CHARACTERS = Path(__file__).resolve().parent.parent / "characters"
@@ -95,9 +95,7 @@ class Settings(BaseModel):
         try:
             return cls(**values)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            field = ".".join(str(p) for p in err["loc"])
-            raise ConfigError(f"setting {field}: {err['msg']}") from None
+            raise invalid(exc, "setting ") from None
 
     @property
     def models_dir(self) -> Path:

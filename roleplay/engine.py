@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .cards import macros
 from .cards.schema import Character
 from .config import Settings
-from .errors import ConfigError
+from .errors import ConfigError, invalid
 from .reply import ReplyRecord
 from .compose.composer import ComposedPrompt, Composer, card_language
 from .compose.postprocess import StreamCleaner
@@ -103,9 +103,7 @@ class EngineOptions(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            name = ".".join(str(p) for p in err["loc"]) or "options"
-            raise ConfigError(f"engine option {name}: {err['msg']} (got {err.get('input')!r})") from None
+            raise invalid(exc, "engine option ", default_field="options", show_input=True) from None
 
 
 @dataclass

@@ -49,3 +49,23 @@ class BackendError(RoleplayError):
 
 class SessionError(RoleplayError):
     """A chat session operation is invalid (unknown id, no such message…)."""
+
+
+def invalid(exc: Exception, prefix: str, *, error: type[RoleplayError] = ConfigError,
+            default_field: str = "value", show_input: bool = False) -> RoleplayError:
+    """Our one-line error for pydantic's first validation error: ``{prefix}{field}: {message}``.
+
+    The one place a `pydantic.ValidationError` becomes an error users see (settings, options,
+    sampling parameters, session settings, evaluation configs), so they all read alike.
+
+    >>> from pydantic import BaseModel, ValidationError
+    >>> class M(BaseModel): n: int
+    >>> try: M(n="x")
+    ... except ValidationError as e: print(invalid(e, "setting "))
+    setting n: Input should be a valid integer, unable to parse string as an integer
+    """
+    err = exc.errors()[0]  # type: ignore[attr-defined]
+    field = ".".join(str(p) for p in err.get("loc", ())) or default_field
+    message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    got = f" (got {err.get('input')!r})" if show_input and "input" in err else ""
+    return error(f"{prefix}{field}: {message}{got}")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from roleplay.backends.base import Backend
+from roleplay.backends.base import Backend, Piece
 from roleplay.config import Settings
 from roleplay.errors import BackendError
 from roleplay.sessions import Session, db
@@ -45,13 +45,13 @@ class FaultInjectionBackend(Backend):
         self.after = after
         self.model_name = inner.model_name
 
-    def stream(self, messages, params):
-        inner = self.inner.stream(messages, params)
+    def _pieces(self, messages, params, *, priority):
+        inner = self.inner.stream(messages, params, priority=priority)
         try:
             for i, chunk in enumerate(inner):
                 if i >= self.after:
                     raise RuntimeError("injected backend failure")
-                yield chunk
+                yield Piece(text=chunk)
         finally:
             inner.close()
 

@@ -40,7 +40,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..errors import BackendError, ConfigError
+from ..errors import BackendError, ConfigError, invalid
 
 ROLES = ("system", "user", "assistant")
 
@@ -79,10 +79,7 @@ class SamplingParams(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            field = ".".join(str(p) for p in err["loc"]) or "params"
-            raise ConfigError(f"sampling parameter {field}: {err['msg']} "
-                              f"(got {err.get('input')!r})") from None
+            raise invalid(exc, "sampling parameter ", default_field="params", show_input=True) from None
         if any(not s for s in self.stop):
             raise ConfigError("sampling parameter stop: stop strings must not be empty")
         if any(not -100.0 <= b <= 100.0 for b in self.logit_bias.values()):
@@ -222,6 +219,7 @@ class Generation:
         self._backend = backend
         self._want_logprobs = params.logprobs is not None
         self._done = False
+        self._error: BaseException | None = None
         self.text = ""
         self.finish_reason: str | None = None
         self.prompt_tokens: int | None = None
@@ -233,6 +231,9 @@ class Generation:
         return self
 
     def __next__(self) -> str:
+        if self._error is not None:
+            exc, self._error = self._error, None
+            raise exc
         while not self._done:
             try:
                 piece = next(self._pieces)
@@ -245,13 +246,19 @@ class Generation:
                     self.text += out
                     return out
                 break
-            except BackendError:
-                self._finish()
-                raise
             except Exception as exc:  # one wrapping for every backend
                 self._finish()
-                raise BackendError(f"generation failed in the {self._backend} backend: "
-                                   f"{type(exc).__name__}: {exc}".splitlines()[0]) from exc
+                if not isinstance(exc, BackendError):
+                    wrapped = BackendError(f"generation failed in the {self._backend} backend: "
+                                           f"{type(exc).__name__}: {exc}".splitlines()[0])
+                    wrapped.__cause__ = exc
+                    exc = wrapped
+                held = self._cutter.flush()
+                if held:  # subtle: text that came before the failure is still the caller's
+                    self._error = exc
+                    self.text += held
+                    return held
+                raise exc from exc.__cause__
             if piece.prompt_tokens is not None:
                 self.prompt_tokens = piece.prompt_tokens
             if piece.completion_tokens is not None:

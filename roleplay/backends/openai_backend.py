@@ -19,22 +19,24 @@ Trade-offs:
   and no tokenizer matches them as special tokens.
 - Token counts are approximate (`roleplay.tokens.approx_tokens`): the server's tokenizer
   is not available here. ``render`` shows the messages in ChatML, not the server's template.
-- ``generate_batch`` sends the requests concurrently (a small thread pool), so a server
-  with continuous batching (vLLM) batches them for real.
+- Concurrency: any number of threads stream at once; at most ``max_batch`` requests are in
+  flight to the server (`base.Admission`, user replies before background work, a full wait
+  line raises `BackendBusy`), so a server with continuous batching (vLLM) batches them.
+- ``json_schema`` goes as ``response_format`` (a server that rejects it is asked again
+  without; the caller validates), ``logprobs``/``top_logprobs``, the penalties and
+  ``logit_bias`` as OpenAI fields; the finish reason and token counts come from the
+  server (``stream_options.include_usage``).
 - A server that is down or unreachable is one `BackendError` naming its URL.
 """
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..config import Settings
 from ..errors import BackendError, ConfigError
-from .base import Backend, SamplingParams, StopCutter, check_messages, neutralize_special, split_prefill
-
-#: Concurrent requests in `generate_batch`.
-BATCH_CONCURRENCY = 8
+from .base import (Admission, Backend, Piece, SamplingParams, TokenLogprob, check_messages, neutralize_special,
+                   split_prefill)
 
 
 class OpenAIBackend(Backend):
@@ -55,6 +57,10 @@ class OpenAIBackend(Backend):
                                     max_retries=0, timeout=timeout)
         #: False once the server rejected our extension fields (prefill, top_k …).
         self.extensions = True
+        self.max_concurrency = settings.max_batch
+        self.supports_logprobs = True
+        self._admission = Admission(settings.max_batch, max_waiting=settings.max_waiting, reserve_user=1,
+                                    name=self.name)
         self.model_name = settings.model or self._first_model()
 
     def _first_model(self) -> str:
@@ -83,43 +89,52 @@ class OpenAIBackend(Backend):
         return BackendError(f"the server at {self.base_url} failed while {doing}: {exc}")
 
     # -- generation -------------------------------------------------------------------------
-    def stream(self, messages: list[dict], params: SamplingParams) -> Iterator[str]:
-        check_messages(messages)
+    def _pieces(self, messages: list[dict], params: SamplingParams, *, priority: int) -> Iterator[Piece]:
         safe = [{"role": m["role"], "content": neutralize_special(m["content"])} for m in messages]
-        return self._stream(safe, params)
+        with self._admission.slot(priority):
+            yield from self._stream(safe, params)
 
-    def _stream(self, messages: list[dict], params: SamplingParams) -> Iterator[str]:
+    def _stream(self, messages: list[dict], params: SamplingParams) -> Iterator[Piece]:
         response, prefill_dropped = self._open(messages, params)
         _, prefill = split_prefill(messages)
         # In plain mode the model starts a new turn; if it repeats the prefill, cut that copy:
         # hold the first characters back until they can no longer be the prefill.
         expect = prefill.strip() if prefill_dropped and prefill else ""
         held = ""
-        cutter = StopCutter(params.stop)
         try:
-            for text in self._texts(response):
-                if expect:
+            for piece in self._chunks(response):
+                text = piece.text
+                if expect and text:
                     held += text
                     if len(held.lstrip()) < len(expect) and expect.startswith(held.lstrip()):
                         continue
                     text, expect = _drop_repeat(held, expect), ""
-                out = cutter.feed(text)
-                if out:
-                    yield out
-                if cutter.done:
-                    return
-            tail = cutter.feed(_drop_repeat(held, expect)) if expect else ""
-            tail += cutter.flush()
-            if tail:
-                yield tail
+                piece.text = text
+                yield piece
+            if expect and held:
+                yield Piece(text=_drop_repeat(held, expect))
         finally:
             response.close()
 
-    def _texts(self, response: Any) -> Iterator[str]:
+    def _chunks(self, response: Any) -> Iterator[Piece]:
         try:
             for chunk in response:
-                if chunk.choices and chunk.choices[0].delta and chunk.choices[0].delta.content:
-                    yield chunk.choices[0].delta.content
+                usage = getattr(chunk, "usage", None)
+                if usage is not None:
+                    yield Piece(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens)
+                if not chunk.choices:
+                    continue
+                choice = chunk.choices[0]
+                text = (choice.delta.content if choice.delta else None) or ""
+                lps = getattr(getattr(choice, "logprobs", None), "content", None) or []
+                if lps:
+                    for i, lp in enumerate(lps):
+                        yield Piece(text=text if i == 0 else "", logprob=TokenLogprob(
+                            lp.token, lp.logprob, [(t.token, t.logprob) for t in (lp.top_logprobs or [])]))
+                elif text:
+                    yield Piece(text=text)
+                if choice.finish_reason:
+                    yield Piece(finish_reason="length" if choice.finish_reason == "length" else "stop")
         except self._openai.OpenAIError as exc:
             raise self._error(exc, "streaming") from None
         except Exception as exc:  # httpx errors when the server dies mid-stream
@@ -143,11 +158,22 @@ class OpenAIBackend(Backend):
         """One streaming request; 400/422 pass through (they trigger the plain fallback)."""
         kwargs: dict[str, Any] = {"model": self.model_name, "messages": messages, "stream": True,
                                   "max_tokens": params.max_tokens, "temperature": params.temperature,
-                                  "top_p": params.top_p}
+                                  "top_p": params.top_p, "stream_options": {"include_usage": True}}
         if params.seed is not None:
             kwargs["seed"] = params.seed
         if params.stop:
-            kwargs["stop"] = params.stop[:4]  # OpenAI's limit; StopCutter applies all of them
+            kwargs["stop"] = params.stop[:4]  # OpenAI's limit; Generation cuts all of them
+        if params.presence_penalty:
+            kwargs["presence_penalty"] = params.presence_penalty
+        if params.frequency_penalty:
+            kwargs["frequency_penalty"] = params.frequency_penalty
+        if params.logit_bias:
+            kwargs["logit_bias"] = {str(k): v for k, v in params.logit_bias.items()}
+        if params.logprobs is not None:
+            kwargs.update(logprobs=True, top_logprobs=params.logprobs)
+        if params.json_schema is not None and self.extensions:
+            kwargs["response_format"] = {"type": "json_schema",
+                                         "json_schema": {"name": "output", "schema": params.json_schema}}
         if extra:
             kwargs["extra_body"] = extra
         try:
@@ -156,12 +182,6 @@ class OpenAIBackend(Backend):
             raise
         except self._openai.OpenAIError as exc:
             raise self._error(exc, "requesting a chat completion") from None
-
-    def generate_batch(self, batch: list[list[dict]], params: SamplingParams) -> list[str]:
-        if len(batch) <= 1:
-            return [self.generate(messages, params) for messages in batch]
-        with ThreadPoolExecutor(max_workers=min(BATCH_CONCURRENCY, len(batch))) as pool:
-            return list(pool.map(lambda messages: self.generate(messages, params), batch))
 
     def render(self, messages: list[dict]) -> str:
         check_messages(messages)

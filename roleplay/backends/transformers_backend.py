@@ -35,7 +35,7 @@ from typing import Any
 
 from ..config import Settings
 from ..errors import BackendError, ConfigError
-from .base import Admission, Backend, Piece, Priority, SamplingParams
+from .base import Admission, Backend, Generation, Piece, Priority, SamplingParams
 from .chat import encode_chat
 from .gguf import DEFAULT_MODEL_NAME, resolve_model
 from .scheduler import Limits, Scheduler
@@ -148,6 +148,15 @@ class TransformersBackend(Backend):
         if self.own_cache and self.scheduler is not None:
             return self.scheduler.pieces(self.scheduler.submit(ids, params, priority))
         return self._generate_alone(ids, params, priority)
+
+    def stream_ids(self, ids: list[int], params: SamplingParams | None = None, *,
+                   priority: int = Priority.USER) -> Generation:
+        """Stream the continuation of already tokenised ``ids`` (servers that render themselves)."""
+        params = params or SamplingParams()
+        if not (self.own_cache and self.scheduler is not None):
+            return Generation(self._generate_alone(list(ids), params, priority), params, backend=self.name)
+        return Generation(self.scheduler.pieces(self.scheduler.submit(list(ids), params, priority)), params,
+                          backend=self.name)
 
     @property
     def context_length(self) -> int:

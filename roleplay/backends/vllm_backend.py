@@ -1,9 +1,11 @@
 """The vllm backend: vLLM's engine in process, for CUDA machines (``pip install 'roleplay[vllm]'``).
 
 One ``AsyncLLM`` engine (vLLM 0.32's V1 engine) runs on a private asyncio loop in a
-background thread. `stream` submits one request with ``RequestOutputKind.DELTA`` and
-yields its deltas; `generate_batch` submits all requests at once and vLLM's continuous
-batching runs them together (``max_tokens`` always set: vLLM's default is 16).
+background thread. Each `stream` call submits one request with ``RequestOutputKind.DELTA``
+and yields its deltas; concurrent calls (the API, the web UI, `generate_batch`'s threads)
+are batched by vLLM's own scheduler, with no lock of ours (``max_tokens`` always set:
+vLLM's default is 16). Priorities map to vLLM's ``priority`` where the engine runs the
+priority scheduling policy; JSON schemas to guided decoding.
 
 Trade-offs:
 - One engine for both paths. The offline ``LLM`` class would be the classic batch API,
@@ -31,8 +33,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..config import Settings
-from ..errors import BackendError, ConfigError
-from .base import Backend, SamplingParams, StopCutter, cut_at_stop
+from ..errors import BackendError, ConfigError, invalid
+from .base import Backend, Piece, SamplingParams, TokenLogprob
 from .chat import encode_chat
 from .gguf import DEFAULT_MODEL_NAME, resolve_model
 
@@ -56,8 +58,7 @@ class VllmOptions(BaseModel):
         except (json.JSONDecodeError, TypeError) as exc:
             raise ConfigError(f"ROLEPLAY_VLLM_OPTIONS: not a JSON object ({exc})") from None
         except ValidationError as exc:
-            err = exc.errors()[0]
-            raise ConfigError(f"ROLEPLAY_VLLM_OPTIONS: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+            raise invalid(exc, "ROLEPLAY_VLLM_OPTIONS: ") from None
 
 
 class VllmBackend(Backend):
@@ -95,14 +96,23 @@ class VllmBackend(Backend):
     def _run(self, coro: Any, timeout: float | None = None) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
-    def _sampling(self, params: SamplingParams, *, delta: bool) -> Any:
+    supports_logprobs = True
+
+    def _sampling(self, params: SamplingParams) -> Any:
         from vllm import SamplingParams as VSampling
         from vllm.sampling_params import RequestOutputKind
 
+        extra: dict[str, Any] = {}
+        if params.json_schema is not None:
+            from vllm.sampling_params import GuidedDecodingParams
+
+            extra["guided_decoding"] = GuidedDecodingParams(json=params.json_schema)
         return VSampling(max_tokens=params.max_tokens, temperature=params.temperature, top_p=params.top_p,
                          top_k=params.top_k or 0, min_p=params.min_p, repetition_penalty=params.repetition_penalty,
+                         presence_penalty=params.presence_penalty, frequency_penalty=params.frequency_penalty,
+                         logit_bias=dict(params.logit_bias) or None, logprobs=params.logprobs,
                          seed=params.seed, stop=list(params.stop), skip_special_tokens=True,
-                         output_kind=RequestOutputKind.DELTA if delta else RequestOutputKind.FINAL_ONLY)
+                         output_kind=RequestOutputKind.DELTA, **extra)
 
     def _prompt(self, messages: list[dict]) -> Any:
         from vllm.inputs import TokensPrompt
@@ -115,13 +125,10 @@ class VllmBackend(Backend):
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]) if text else 0
 
-    def stream(self, messages: list[dict], params: SamplingParams) -> Iterator[str]:
-        prompt, sampling = self._prompt(messages), self._sampling(params, delta=True)
-        return self._stream(prompt, sampling, params.stop)
-
-    def _stream(self, prompt: Any, sampling: Any, stop: list[str]) -> Iterator[str]:
+    def _pieces(self, messages: list[dict], params: SamplingParams, *, priority: int) -> Iterator[Piece]:
         import queue
 
+        prompt, sampling = self._prompt(messages), self._sampling(params)
         chunks: queue.Queue = queue.Queue()
         request_id = uuid.uuid4().hex
         end = object()
@@ -129,50 +136,33 @@ class VllmBackend(Backend):
         async def produce() -> None:
             try:
                 async for out in self.engine.generate(prompt, sampling, request_id):
-                    if out.outputs and out.outputs[0].text:
-                        chunks.put(out.outputs[0].text)
+                    if not out.outputs:
+                        continue
+                    o = out.outputs[0]
+                    for lp in (o.logprobs or []) if params.logprobs is not None else []:
+                        top = sorted(lp.values(), key=lambda x: -x.logprob)
+                        chunks.put(Piece(logprob=TokenLogprob(top[0].decoded_token or "", top[0].logprob,
+                                                               [(t.decoded_token or "", t.logprob) for t in top])))
+                    chunks.put(Piece(text=o.text))
+                    if o.finish_reason:
+                        chunks.put(Piece(finish_reason="length" if o.finish_reason == "length" else "stop",
+                                         prompt_tokens=len(out.prompt_token_ids or []),
+                                         completion_tokens=len(o.token_ids or [])))
             except Exception as exc:  # reported to the consumer
                 chunks.put(BackendError(f"vLLM generation failed: {type(exc).__name__}: {exc}"))
             finally:
                 chunks.put(end)
 
         future = asyncio.run_coroutine_threadsafe(produce(), self._loop)
-        cutter = StopCutter(stop)  # vLLM stops on them too; this keeps the cut identical everywhere
         try:
             while (item := chunks.get()) is not end:
                 if isinstance(item, BackendError):
                     raise item
-                out = cutter.feed(item)
-                if out:
-                    yield out
-                if cutter.done:
-                    break
-            tail = cutter.flush()
-            if tail:
-                yield tail
+                yield item
         finally:
             if not future.done():  # the consumer left early: stop spending GPU time on it
                 self._run(self.engine.abort(request_id))
                 future.cancel()
-
-    def generate_batch(self, batch: list[list[dict]], params: SamplingParams) -> list[str]:
-        prompts = [self._prompt(messages) for messages in batch]
-        sampling = self._sampling(params, delta=False)
-
-        async def one(prompt: Any) -> str:
-            text = ""
-            async for out in self.engine.generate(prompt, sampling, uuid.uuid4().hex):
-                text = out.outputs[0].text if out.outputs else text
-            return text
-
-        async def run_all() -> list[str]:
-            return list(await asyncio.gather(*(one(p) for p in prompts)))
-
-        try:
-            texts = self._run(run_all())
-        except Exception as exc:
-            raise BackendError(f"vLLM batch generation failed: {type(exc).__name__}: {exc}") from None
-        return [cut_at_stop(t, params.stop) for t in texts]
 
     def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)

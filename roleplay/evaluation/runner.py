@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ..cards.schema import Character
 from ..cards.yaml_io import atomic_write
 from ..config import Settings
-from ..errors import ConfigError
+from ..errors import ConfigError, invalid
 from . import metrics as M
 from .judge import DEFAULT_DIMENSIONS, DIMENSIONS, Context, Judge, UserSimulator, Verdict, vote
 from .suite import Suite, SuiteItem, item_character, item_opening
@@ -125,9 +125,7 @@ def load_run_config(path: str | Path) -> RunConfig:
     try:
         return RunConfig.model_validate(json.loads(json.dumps(raw)))
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(x) for x in err["loc"])
-        raise ConfigError(f"{p}: {field}: {err['msg']}") from None
+        raise invalid(exc, f"{p}: ") from None
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..config import Settings
-from ..errors import ConfigError
+from ..errors import ConfigError, invalid
 
 PRESETS: dict[str, dict[str, Any]] = {
     "engine": {},
@@ -62,9 +62,7 @@ def resolve_system(spec: str | dict | SystemSpec) -> SystemSpec:
         try:
             return SystemSpec.model_validate(data)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            field = ".".join(str(p) for p in err["loc"])
-            raise ConfigError(f"system {data.get('name', '?')!r}: {field}: {err['msg']}") from None
+            raise invalid(exc, f"system {data.get('name', '?')!r}: ") from None
     raise ConfigError(f"a system is a preset name or a mapping, got {type(spec).__name__}")
 
 
@@ -102,6 +100,4 @@ class SystemPool:
         try:
             return EngineOptions(**spec.options)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            field = ".".join(str(p) for p in err["loc"])
-            raise ConfigError(f"system {spec.name!r}: options.{field}: {err['msg']}") from None
+            raise invalid(exc, f"system {spec.name!r}: options.") from None

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..cards.macros import expand
 from ..config import Settings
-from ..errors import BackendError, ConfigError, RoleplayError, SessionError
+from ..errors import BackendError, RoleplayError, SessionError, invalid
 from ..reply import ReplyRecord
 from . import db
 from .group import STRATEGIES, choose_speaker
@@ -141,7 +141,7 @@ class Session:
         try:
             self.settings = SessionSettings.model_validate(db.loads(row["settings"], {}))
         except ValidationError as exc:
-            raise SessionError(f"session {self.id}: invalid stored settings: {exc.errors()[0]['msg']}") from None
+            raise invalid(exc, f"session {self.id}: invalid stored settings: ", error=SessionError) from None
         self._cards: dict[str, "Character"] = {}
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -173,8 +173,7 @@ class Session:
         try:
             opts = settings if isinstance(settings, SessionSettings) else SessionSettings.model_validate(settings or {})
         except ValidationError as exc:
-            err = exc.errors()[0]
-            raise ConfigError(f"session setting {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+            raise invalid(exc, "session setting ") from None
         name = user_name or cards[0].user_name or "User"
         now = time.time()
         sid = uuid.uuid4().hex[:12]
@@ -248,8 +247,7 @@ class Session:
         try:
             new = SessionSettings.model_validate({**self.settings.model_dump(), **changes})
         except ValidationError as exc:
-            err = exc.errors()[0]
-            raise ConfigError(f"session setting {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+            raise invalid(exc, "session setting ") from None
         with db.transaction(self.db_path) as con:
             con.execute("UPDATE sessions SET settings=?, updated=? WHERE id=?",
                         (new.model_dump_json(), time.time(), self.id))
@@ -401,8 +399,6 @@ class Session:
 
     def impersonate(self, *, params: Any = None, max_tokens: int = 48) -> str:
         """The model's draft of the user's next line (not saved; send it to keep it)."""
-        from ..engine import Turn
-
         msgs = self.messages
         card = self._next_speaker_after(msgs) if msgs else self.card()
         history, user_text = self._turn_inputs(card, msgs, len(msgs))
