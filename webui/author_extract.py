@@ -41,13 +41,15 @@ def speakers_report(path: str) -> tuple[list[str], str]:
                    f"**{ex.attributed}** attributed, {ex.unresolved} unresolved. Speakers: {top}.")
 
 
-def draft(path: str, *, character: str, aliases: str) -> tuple[str, str, str]:
-    """Extract and draft; returns ``(token, yaml, review markdown)``."""
+def draft(path: str, *, character: str, aliases: str, progress: bool = False) -> tuple[str, str, str]:
+    """Extract and draft; returns ``(token, yaml, review markdown)``.
+
+    With ``progress`` the extraction's tqdm bar runs (Gradio mirrors it in the page)."""
     from roleplay.authoring import draft_card, extract
     from roleplay.cards.yaml_io import dump_card
 
     names = [a.strip() for a in (aliases or "").split(",") if a.strip()]
-    ex = extract(path, character=character, aliases=names)
+    ex = extract(path, character=character, aliases=names, progress=progress)
     card = draft_card(ex)
     token = uuid.uuid4().hex
     _DRAFTS[token] = (ex, card)
@@ -111,11 +113,11 @@ def build(engine: "Engine", *, card_dd: Any, choices: Callable[[], list[str]]) -
             return gr.update(choices=[], value=None), f"<span class='error-text'>⚠ {html.text(exc)}</span>"
         return gr.update(choices=names, value=names[0] if names else None), text
 
-    def on_extract(path: str | None, who: str | None, other: str):
+    def on_extract(path: str | None, who: str | None, other: str, progress=gr.Progress(track_tqdm=True)):
         if not path or not who:
             return None, "", "", "Upload a book and pick a character first."
         try:
-            tok, text, md = draft(path, character=who, aliases=other)
+            tok, text, md = draft(path, character=who, aliases=other, progress=True)
         except RoleplayError as exc:
             return None, "", "", f"<span class='error-text'>⚠ {html.text(exc)}</span>"
         return tok, text, md, "Review the draft, then Save."
