@@ -86,3 +86,13 @@ def test_llm_drafting_through_the_template(tmp_path, backend):
     assert llm.persona.strip() and llm.greetings
     # A model may improve the draft but never empties it; what it wrote differs from the rules.
     assert (llm.persona, llm.scenario, llm.greetings) != (rules.persona, rules.scenario, rules.greetings)
+
+
+def test_lorebook_places_keep_whole_names(tmp_path):
+    text = "".join(f"悟空道：“我回了花果山。”八戒道：“花果山好。”沙僧道：“去花果山{i}次。”\n" for i in range(4))
+    src = tmp_path / "places.txt"
+    src.write_text(text, encoding="utf-8")
+    card = draft_card(extract(src, character="悟空"))
+    places = [e.name for e in card.lorebook if e.comment.endswith("place")]
+    assert places == ["花果山"]
+    assert all(e.content for e in card.lorebook)

@@ -56,6 +56,10 @@ _PLACE_EN = re.compile(r"\b(?:in|at|to|from|into|near|toward|towards|across|thro
 _PLACE_ZH = re.compile(r"[\u4e00-\u9fff]{1,3}(?:山|洞|国|城|寺|府|宫|河|村|镇|街|殿|庄|关|岭|海|江|湖|州|县|庙|园|楼|院)")
 
 
+#: Function characters that do not occur inside a place name (有一座庙 is not a place, 庙 is).
+_NOT_IN_PLACE_ZH = set("的了是在有一个座这那些着们到去回进出上下里")
+
+
 def card_id_for(name: str, *, title: str = "") -> str:
     """An id for a drafted card: the name as a slug, else a short hash of it (Chinese names)."""
     return slug(name) or f"char-{hashlib.sha1(name.encode('utf-8')).hexdigest()[:8]}"
@@ -136,16 +140,20 @@ def lorebook_for(ex: Extraction, *, people: int = 6, places: int = 6) -> list[Lo
     who = [n for n, _c in ex.speakers.most_common() if n not in mine and n not in ("?", "I") and
            not n.startswith(("the ", "his ", "her "))][:people]
     if ex.language == "zh":
-        counts = Counter(_PLACE_ZH.findall(text))
-        for name in list(counts):
+        # subtle: the pattern also matches a place with a stray character before it (了花果山), and
+        # its ending alone (果山); of a name and its own ending, the longer is kept only when it is
+        # nearly as frequent in the whole text as the ending.
+        cands = {m[cut:] for m in _PLACE_ZH.findall(text) for cut in range(0, len(m) - 1)}
+        cands = {c for c in cands if not any(ch in _NOT_IN_PLACE_ZH for ch in c)}
+        counts = Counter({c: text.count(c) for c in cands})
+        for name in sorted(cands, key=len, reverse=True):
             for cut in range(1, len(name) - 1):
                 shorter = name[cut:]
-                if shorter in counts and counts[name] >= 0.8 * counts[shorter]:
-                    counts[shorter] = 0
-        for name in list(counts):
-            if any(o != name and o.endswith(name) is False and name.endswith(o) and counts[name] < 0.8 * counts[o]
-                   for o in counts):
-                counts[name] = 0
+                if counts[name] and counts[shorter]:
+                    if counts[name] >= 0.8 * counts[shorter]:
+                        counts[shorter] = 0
+                    else:
+                        counts[name] = 0
     else:
         counts = Counter(m.group(1) for m in _PLACE_EN.finditer(text))
     where = [n for n, c in counts.most_common(40) if c >= 2 and n not in who and n not in mine
