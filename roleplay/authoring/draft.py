@@ -57,7 +57,7 @@ _PLACE_ZH = re.compile(r"[\u4e00-\u9fff]{1,3}(?:山|洞|国|城|寺|府|宫|河|
 
 
 #: Function characters that do not occur inside a place name (有一座庙 is not a place, 庙 is).
-_NOT_IN_PLACE_ZH = set("的了是在有一个座这那些着们到去回进出上下里")
+_NOT_IN_PLACE_ZH = set("的了是在有一个座这那些着们到去回")
 
 
 def card_id_for(name: str, *, title: str = "") -> str:
