@@ -63,12 +63,49 @@ def build_app(engine: "Engine") -> "gr.Blocks":
     return demo
 
 
+#: Chat events Gradio runs at once. High on purpose: the backend owns concurrency (it
+#: batches concurrent replies and queues the rest), so Gradio should not serialise users.
+UI_CONCURRENCY = 64
+
+
+def serve_with_api(demo: "gr.Blocks", engine: "Engine", *, host: str = "127.0.0.1", port: int = 7860,
+                   auth: list[tuple[str, str]] | None = None, api_keys: list[str] | None = None,
+                   max_file_size: str | int = "32mb") -> None:
+    """One process, both faces: the web UI at ``/`` and the OpenAI-compatible API at ``/v1``,
+    sharing one engine (one loaded model serves browser and API clients together)."""
+    import gradio as gr
+    import uvicorn
+
+    from roleplay.server.app import DEFAULT_MAX_BODY_BYTES, create_app
+
+    # Uploads go through the same app, so its body limit must let the UI's largest upload in.
+    limit = max(DEFAULT_MAX_BODY_BYTES, _bytes(max_file_size) + 2**20)
+    app = create_app(engine, api_keys=api_keys, max_body_bytes=limit)
+    demo.queue(default_concurrency_limit=UI_CONCURRENCY)
+    app = gr.mount_gradio_app(app, demo, path="", auth=auth or None, max_file_size=max_file_size,
+                              allowed_paths=getattr(demo, "roleplay_file_dirs", None), show_error=True,
+                              css=CSS, footer_links=["api"])
+    print(f"roleplay web UI on http://{host}:{port}/ and API on http://{host}:{port}/v1", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def _bytes(size: str | int) -> int:
+    """``"32mb"`` → bytes (Gradio's size strings)."""
+    if isinstance(size, int):
+        return size
+    text = size.strip().lower()
+    for unit, mult in (("gb", 2**30), ("mb", 2**20), ("kb", 2**10), ("b", 1)):
+        if text.endswith(unit):
+            return int(float(text[:-len(unit)]) * mult)
+    return int(text)
+
+
 def launch(demo: "gr.Blocks", *, host: str = "127.0.0.1", port: int | None = None,
            auth: list[tuple[str, str]] | None = None, share: bool = False,
            max_file_size: str | int = "32mb", prevent_thread_lock: bool = False,
            quiet: bool = False) -> Any:
     """Queue and launch ``demo`` with our CSS, upload limit and optional logins."""
-    demo.queue(default_concurrency_limit=4)
+    demo.queue(default_concurrency_limit=UI_CONCURRENCY)
     return demo.launch(server_name=host, server_port=port, share=share, auth=auth or None,
                        max_file_size=max_file_size, prevent_thread_lock=prevent_thread_lock,
                        allowed_paths=getattr(demo, "roleplay_file_dirs", None),

@@ -46,6 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(requires --auth or --auth-file)")
     w.add_argument("--max-file-size", default=DEFAULT_MAX_FILE_SIZE,
                    help=f"largest upload (default {DEFAULT_MAX_FILE_SIZE})")
+    w.add_argument("--api", action="store_true",
+                   help="also serve the OpenAI-compatible API at /v1 from this process (one model for both)")
+    w.add_argument("--api-key", action="append", default=[], metavar="KEY",
+                   help="with --api: accepted 'Authorization: Bearer' key (as for serve)")
     w.set_defaults(func=cmd_webui)
 
 
@@ -110,8 +114,18 @@ def cmd_webui(args: argparse.Namespace) -> int:
         why = "--share" if args.share else f"--host {args.host} is beyond loopback"
         raise ConfigError(f"{why}: pass --auth user:password or --auth-file FILE so that only "
                           "you can use the UI")
-    from webui.app import build_app, launch
+    from webui.app import build_app, launch, serve_with_api
 
-    launch(build_app(Engine(args.settings)), host=args.host, port=args.port, auth=logins,
+    engine = Engine(args.settings)
+    if args.api:
+        keys = api_keys_from(args.api_key)
+        if args.share:
+            raise ConfigError("--share cannot be combined with --api: serve the API on a host you control")
+        if not is_loopback(args.host) and not keys:
+            raise ConfigError(f"--api with --host {args.host}: pass --api-key KEY (or set ROLEPLAY_API_KEYS)")
+        serve_with_api(build_app(engine), engine, host=args.host, port=args.port, auth=logins, api_keys=keys,
+                       max_file_size=args.max_file_size)
+        return 0
+    launch(build_app(engine), host=args.host, port=args.port, auth=logins,
            share=args.share, max_file_size=args.max_file_size)
     return 0
