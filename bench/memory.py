@@ -6,7 +6,8 @@ model unless ROLEPLAY_BACKEND/ROLEPLAY_MODEL say otherwise), in a temporary ROLE
 1. extraction on the labelled set ``tests/data/memory/extraction_{en,zh}.yaml`` (324
    messages; `roleplay.memory.scoring.score`): precision, recall, F1 and lost objects for
    the rules alone and for rules + the model pass (JSON-schema constrained, greedy,
-   batched by ``--batch``), with the share of model outputs that are valid JSON;
+   batched by ``--batch``), with the share of model outputs that are valid JSON; and the
+   rules on the held-out ``heldout_{en,zh}.yaml`` (44 messages never used to tune them);
 2. the long-horizon script ``tests/data/memory/long_horizon.yaml`` (22 sessions, 64
    probes): recall@budget and stale rate of `recall` at the default memory budget, against
    a baseline in the same run — the store's plain similarity search (`MemoryStore.search`,
@@ -55,7 +56,7 @@ def main() -> None:
     from roleplay.config import Settings
     from roleplay.memory import MemoryStore, recall, remember
     from roleplay.memory.extract import extract_llm_batch, extract_rules, merge
-    from roleplay.memory.scoring import load_labelled, load_script, run_script, score
+    from roleplay.memory.scoring import HELDOUT_FILES, load_labelled, load_script, run_script, score
     from roleplay.memory.worker import Worker
 
     settings = Settings.from_env()
@@ -63,6 +64,8 @@ def main() -> None:
     t0 = time.perf_counter()
     rule_facts = [extract_rules(i["text"]) for i in items]
     rules_ms = (time.perf_counter() - t0) * 1000 / len(items)
+    heldout = load_labelled(DATA, HELDOUT_FILES)
+    heldout_rules = figures(score(heldout, [extract_rules(i["text"]) for i in heldout]))
     by_lang = {lang: figures(score([i for i in items if i["lang"] == lang],
                                    [f for i, f in zip(items, rule_facts) if i["lang"] == lang]))
                for lang in ("en", "zh")}
@@ -122,6 +125,7 @@ def main() -> None:
     print(json.dumps({
         "bench": "memory", "backend": backend.name, "model": backend.model_name,
         "messages": len(items), "rules": figures(score(items, rule_facts)), "rules_by_lang": by_lang,
+        "heldout_messages": len(heldout), "rules_heldout": heldout_rules,
         "llm_messages": len(subset), "llm_json_valid": round(valid / len(subset), 3),
         "rules_llm": figures(score(subset, combined[: len(subset)])),
         "rules_only_same_messages": figures(score(subset, rule_facts[: len(subset)])),

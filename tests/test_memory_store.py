@@ -79,6 +79,10 @@ def test_per_character_facts_when_sharing_is_off(roleplay_home, monkeypatch):
     remember(store, "lin", ["ada"], "My name is Mei.", "s2:1")
     assert [m.text for m in store.list("lin", "holmes")] == ["The user's name is Lin."]
     assert [m.text for m in store.list("lin", "ada")] == ["The user's name is Mei."]
+    # sharing turned on later: a shared change ends the per-character fact, no twin stays current
+    shared = MemoryStore(Settings.from_env(memory_shared_facts=True))
+    assert shared.add("lin", "holmes", "The user's name is Lena.", "s3:1", slot="user.name").action == "UPDATE"
+    assert [m.text for m in shared.list("lin", "holmes")] == ["The user's name is Lena."]
 
 
 def test_the_characters_promises_are_story_events(store):
@@ -111,3 +115,23 @@ def test_search_is_budgeted_and_puts_the_users_name_first(store):
     assert [m.text for m in found][0] == "The user's name is Lin."
     assert "The user enjoys astronomy." in [m.text for m in found] and len(found) < 6
     assert store.search("lin", "holmes", "hi", budget_tokens=0) == []
+
+
+def test_cli_lists_the_history_of_a_changed_fact(capsys):
+    import json
+
+    from roleplay.cli import main
+
+    for text in ("I live in Berlin.", "We moved to Hamburg in the spring."):
+        assert main(["memory", "add", text, "--character", "sherlock", "--json"]) == 0
+    capsys.readouterr()
+    assert main(["memory", "list", "--character", "sherlock", "--json"]) == 0
+    now = json.loads(capsys.readouterr().out)
+    assert [m["text"] for m in now["memories"]] == ["The user moved to Hamburg in the spring."]
+    assert main(["memory", "list", "--history", "--character", "sherlock", "--json"]) == 0
+    past = json.loads(capsys.readouterr().out)["memories"]
+    assert [(m["text"], m["current"], m["source"]) for m in past] == [
+        ("The user lives in Berlin.", False, "cli"), ("The user moved to Hamburg in the spring.", True, "cli")]
+    assert past[0]["valid_to"] == past[1]["valid_from"]
+    assert main(["memory", "list", "--history", "--character", "sherlock"]) == 0
+    assert "(past) The user lives in Berlin." in capsys.readouterr().out

@@ -19,16 +19,10 @@ if TYPE_CHECKING:
 COLUMNS = ["id", "memory", "kind", "slot", "valid", "source"]
 
 
-def _when(seconds: float) -> str:
-    import time
-
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(seconds)) if seconds else "now"
-
-
 def rows(memories: list[Any]) -> list[list[str]]:
     """Table rows; a past version's text is marked and its ``valid`` column has an end."""
     return [[m.id, m.text if m.current else f"(past) {m.text}", m.kind, m.slot,
-             f"{_when(m.valid_from)} → {_when(m.valid_to)}", m.source] for m in memories]
+             m.validity(), m.source] for m in memories]
 
 
 def build(engine: "Engine") -> tuple:

@@ -359,24 +359,18 @@ def _user(args: argparse.Namespace) -> str:
     return args.user or default_user()
 
 
-def _when(seconds: float | None) -> str:
-    import time
-
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(seconds)) if seconds else "now"
-
-
 def cmd_memory_list(args: argparse.Namespace) -> int:
     store, user = _store(args), _user(args)
     found = store.history(user, args.character) if args.history else store.list(user, args.character)
     rows = [m.to_dict() for m in found]
 
-    def line(r: dict) -> str:
-        when = f"  [{_when(r['valid_from'])} → {_when(r['valid_to'])}]" if args.history else ""
-        past = "" if r["current"] else "(past) "
-        return f"{r['id']}  {r['character']:<12} {r['kind']:<5} {past}{r['text']}{when}  ({r['source'] or '-'})"
+    def line(m: Any) -> str:
+        when = f"  [{m.validity()}]" if args.history else ""
+        past = "" if m.current else "(past) "
+        return f"{m.id}  {m.character:<12} {m.kind:<5} {past}{m.text}{when}  ({m.source or '-'})"
 
     emit(args, {"user": user, "history": bool(args.history), "memories": rows},
-         lambda: "\n".join(line(r) for r in rows) or "no memories")
+         lambda: "\n".join(line(m) for m in found) or "no memories")
     return 0
 
 

@@ -30,3 +30,13 @@ class Fact:
     source: str = "rule"          # "rule" | "llm"
     negated: bool = False
     kind: str = "fact"
+
+
+def dedupe(found: list[Fact]) -> list[Fact]:
+    """One fact per slot and value; a longer sentence about the same value wins."""
+    best: dict[tuple, Fact] = {}
+    for f in found:
+        k = (f.slot, f.value.lower())
+        if k not in best or len(f.text) > len(best[k].text):
+            best[k] = f
+    return list(best.values())

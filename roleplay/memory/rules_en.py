@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 
-from .fact import Fact
+from .fact import Fact, dedupe
 
 ANIMALS = ("cat", "kitten", "dog", "puppy", "rabbit", "bunny", "parrot", "hamster", "fish", "goldfish",
            "turtle", "tortoise", "bird", "snake", "horse", "lizard", "ferret", "budgie", "guinea pig",
@@ -460,14 +460,4 @@ def facts(clause: str) -> list[Fact]:
         what, span = obj(m.group(2)), obj(m.group(3), limit=4)
         if what and not _PRONOUN_OBJ.match(what):
             add(f"The user has been {m.group(1).lower()} {what} for {span}.", f"pref.{key(what)}", what)
-    return _dedupe(out)
-
-
-def _dedupe(found: list[Fact]) -> list[Fact]:
-    """One fact per slot and value; a longer sentence about the same value wins."""
-    best: dict[tuple, Fact] = {}
-    for f in found:
-        k = (f.slot, f.value.lower())
-        if k not in best or len(f.text) > len(best[k].text):
-            best[k] = f
-    return list(best.values())
+    return dedupe(out)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 
 from .clauses import CJK
-from .fact import Fact
+from .fact import Fact, dedupe
 
 ANIMALS = {"柯基": "dog", "泰迪": "dog", "哈士奇": "dog", "金毛": "dog", "柴犬": "dog", "布偶猫": "cat",
            "英短": "cat", "猫咪": "cat", "小猫": "cat", "猫": "cat", "小狗": "dog", "狗狗": "dog", "狗": "dog", "兔子": "rabbit",
@@ -208,7 +208,7 @@ def facts(clause: str) -> list[Fact]:
             value = _clean(m.group(1))
             if not re.match(r"^(喜欢|爱|讨厌|不|在|是|要|想|觉得)", value):
                 add(f"用户{m.group(0)[1:]}。".replace("。。", "。"), f"pref.{_obj_key(value)}", value)
-    return _dedupe(out)
+    return dedupe(out)
 
 
 _VERB_PREFIX = re.compile(r"^(?:每天|每周|周末|早上|晚上|平时|经常|都|会|去)*(?:喝|吃|抽|玩|弹|打|看|听|养|学|做|画|写|跑|种|收集|练|拉)")
@@ -217,12 +217,3 @@ _VERB_PREFIX = re.compile(r"^(?:每天|每周|周末|早上|晚上|平时|经常
 def _obj_key(value: str) -> str:
     """Slot key of a Chinese preference: the object without its leading verb (喝咖啡 → 咖啡)."""
     return _VERB_PREFIX.sub("", value) or value
-
-
-def _dedupe(found: list[Fact]) -> list[Fact]:
-    best: dict[tuple, Fact] = {}
-    for f in found:
-        k = (f.slot, f.value)
-        if k not in best or len(f.text) > len(best[k].text):
-            best[k] = f
-    return list(best.values())

@@ -76,6 +76,13 @@ class Memory:
     def current(self) -> bool:
         return not self.valid_to
 
+    def validity(self) -> str:
+        """When it was true, local time: ``"2026-05-01 10:00 → now"``."""
+        def when(seconds: float) -> str:
+            return time.strftime("%Y-%m-%d %H:%M", time.localtime(seconds)) if seconds else "now"
+
+        return f"{when(self.valid_from)} → {when(self.valid_to)}"
+
     def to_dict(self) -> dict:
         return {"id": self.id, "user": self.user, "character": self.character, "text": self.text,
                 "kind": self.kind, "slot": self.slot, "value": self.value, "source": self.source,
@@ -140,10 +147,14 @@ class MemoryStore:
         return SHARED if (kind == "fact" and self.shared_facts) else character
 
     def _where(self, user: str | None, character: str | None, *, kind: str | None = None,
-               slot: str | None = None, current: bool | None = True) -> dict | None:
+               slot: str | None = None, current: bool | None = True, exact: str | None = None) -> dict | None:
+        """Filter for ``user``'s memories seen by ``character`` (its own and shared ones), or
+        kept exactly under ``exact``."""
         chars = None
         if character is not None:
             chars = {"character": character} if character == SHARED else {"character": {"$in": [character, SHARED]}}
+        elif exact is not None:
+            chars = {"character": exact}
         return _and({"user": user} if user is not None else None, chars,
                     {"kind": kind} if kind else None, {"slot": slot} if slot is not None else None,
                     {"current": current} if current is not None else None)
@@ -157,10 +168,13 @@ class MemoryStore:
             return Decision("NOOP")
         kind = kind if kind in ("fact", "event") else "fact"
         scope = self.scope(character, kind)
+        # subtle: a shared fact is compared with this character's own ones too (written
+        # while sharing was off), or an old per-character value would stay current beside it
+        mine = character if scope == SHARED else None
         with self._lock:
             now = time.time() if at is None else at
             if slot:
-                same = self._get(self._where(user, scope if scope == SHARED else character, kind=kind, slot=slot))
+                same = self._get(self._where(user, mine, kind=kind, slot=slot, exact=scope))
                 same.sort(key=lambda m: -m.valid_from)
                 if same:
                     keep, extra = same[0], same[1:]
@@ -178,7 +192,7 @@ class MemoryStore:
                     return Decision("UPDATE", keep.id, old_text=keep.text, text=text, archived=archived)
             else:
                 vec = self.embedder.embed([text])
-                similar = self._nearest(vec, self._where(user, scope if scope == SHARED else character, kind=kind), k=3)
+                similar = self._nearest(vec, self._where(user, mine, kind=kind, exact=scope), k=3)
                 for m in similar:
                     if _norm(m.text) == _norm(text) or m.score >= DUPLICATE_SIMILARITY:
                         return Decision("NOOP", m.id, old_text=m.text, text=text,
