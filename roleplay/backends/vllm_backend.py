@@ -97,6 +97,8 @@ class VllmBackend(Backend):
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     supports_logprobs = True
+    #: vLLM schedules (and bounds) concurrent requests itself; `generate_batch` submits this many at once.
+    max_concurrency = 256
 
     def _sampling(self, params: SamplingParams) -> Any:
         from vllm import SamplingParams as VSampling
