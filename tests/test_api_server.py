@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -24,18 +25,15 @@ def small_settings(home):
                                                         history=120, summary=40))
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, backend):
-    """uvicorn serving `create_app` in a thread; yields the base URL."""
+@contextmanager
+def serving(engine, *, api_keys=(API_KEY,)):
+    """uvicorn serving `create_app(engine)` in a thread; yields the base URL."""
     import uvicorn
 
-    from roleplay.engine import Engine
     from roleplay.server.app import create_app
 
-    home = tmp_path_factory.mktemp("api-home")
-    engine = Engine(small_settings(home), backend=backend)
     port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(engine, api_keys=[API_KEY]), host="127.0.0.1",
+    srv = uvicorn.Server(uvicorn.Config(create_app(engine, api_keys=list(api_keys)), host="127.0.0.1",
                                         port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -43,9 +41,20 @@ def server(tmp_path_factory, backend):
     while not srv.started and time.time() < deadline:
         time.sleep(0.05)
     assert srv.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=30)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, backend):
+    """The API over the real model with small prompt budgets; yields the base URL."""
+    from roleplay.engine import Engine
+
+    with serving(Engine(small_settings(tmp_path_factory.mktemp("api-home")), backend=backend)) as url:
+        yield url
 
 
 @pytest.fixture
@@ -109,8 +118,9 @@ def test_bad_request_is_400_naming_the_field(client):
         client.chat.completions.create(model="roleplay/sherlock", temperature=7,
                                        messages=[{"role": "user", "content": "hi"}])
     assert info.value.param == "temperature"
-    with pytest.raises(openai.BadRequestError):
-        client.chat.completions.create(model="roleplay/sherlock", messages=[{"role": "system", "content": "x"}])
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="roleplay/sherlock", messages=[{"role": "user", "content": "  "}])
+    assert info.value.param == "messages"
 
 
 def test_wrong_or_missing_key_is_401(server):
@@ -167,24 +177,27 @@ def test_concurrent_requests_stay_isolated(client):
 
 
 def test_conversation_maps_onto_the_engine_turn(settings):
-    """System messages extend the card's instructions; earlier turns become history."""
+    """Short system messages extend the card's instructions; earlier turns become history."""
     from roleplay.cards import get_card
-    from roleplay.server.app import _turn_arguments
     from roleplay.server.schemas import ChatCompletionRequest
+    from roleplay.server.turns import build_turn
 
     card = get_card("sherlock", settings)
-    body = ChatCompletionRequest.model_validate({"model": "roleplay/sherlock", "messages": [
+    body = ChatCompletionRequest.model_validate({"model": "roleplay/sherlock", "user": "u-7", "messages": [
         {"role": "system", "content": "Speak like a pirate to {{user}}."},
         {"role": "user", "content": "Hello.", "name": "Lin"},
         {"role": "assistant", "content": "(bows) Good day."},
-        {"role": "user", "content": "Who are you?", "name": "Lin"}]})
-    turn = _turn_arguments(card, body)
-    assert turn["user_text"] == "Who are you?"
-    assert turn["user_name"] == "Lin"
-    assert turn["card"].system_prompt.endswith("Speak like a pirate to Lin.")
+        {"role": "user", "content": "Who are you?", "name": "Lin"},
+        {"role": "system", "content": "Keep it short."}]})
+    turn = build_turn(card, body)
+    assert turn.user_text == "Who are you?" and turn.mode == "reply"
+    assert turn.user_name == "Lin"
+    assert turn.memory_user == "u-7"
+    assert turn.card.system_prompt.endswith("Speak like a pirate to Lin.")
+    assert turn.instructions == ["Keep it short."]  # after the history: stays there
     assert card.system_prompt == get_card("sherlock", settings).system_prompt  # the original is untouched
-    assert turn["history"] == [{"role": "user", "name": "Lin", "content": "Hello."},
-                               {"role": "assistant", "name": card.name, "content": "(bows) Good day."}]
+    assert turn.history == [{"role": "user", "name": "Lin", "content": "Hello."},
+                            {"role": "assistant", "name": card.name, "content": "(bows) Good day."}]
 
 
 def test_serve_refuses_to_bind_beyond_loopback_without_a_key(capsys, monkeypatch):

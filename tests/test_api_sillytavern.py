@@ -142,7 +142,7 @@ def test_impersonate_writes_the_users_line(server):  # noqa: F811
     assert extra["mode"] == "impersonate" and extra["user_name"] == "User"
     assert extra["note"] == ""
     assert line.strip()
-    assert not line.startswith(("Sherlock", "*sets", "(")), line  # not the character's voice or note
+    assert not line.startswith(("Sherlock", "*sets")), line  # not the character's voice or its note
 
 
 def test_empty_send_lets_the_character_speak(server):  # noqa: F811

@@ -18,7 +18,8 @@ Trade-offs:
 - ``max_tokens`` larger than the context allows is lowered, not refused (servers such as
   vLLM refuse; SillyTavern users set large values and expect a reply): the response says
   so in ``usage.max_tokens_clamped_to`` and the ``X-Roleplay-Max-Tokens`` header. The
-  room left is estimated from the prompt budgets before the prompt is built.
+  room is first checked against an upper estimate of the prompt (its budgets); only when
+  that does not fit is the prompt composed once more to count it exactly.
 - Log-probabilities in a stream arrive whole in the chunk that carries ``finish_reason``
   (the engine's post-processing works on text, not tokens).
 - A client that disconnects mid-stream cancels its generation at the next chunk.
@@ -287,12 +288,23 @@ def _sampling_params(engine: "Engine", body: SamplingFields, turn: "Turn") -> tu
     from ..backends.base import SamplingParams
 
     backend = engine.backend
+    # subtle: the engine's retriever and director import their modules lazily; building them
+    # here, under the engine's lock, keeps concurrent first turns (``n`` > 1, several
+    # clients at start-up) from importing ``roleplay.store`` twice at once (a circular-import
+    # race seen as "partially initialized module").
+    engine.retriever, engine.director  # noqa: B018
     card = turn.card if not isinstance(turn.card, str) else engine.card(turn.card)
-    estimate = prompt_reserve(replace(turn, card=card), engine.settings, backend.count_tokens)
     requested = body.requested_max_tokens()
+    context = getattr(backend, "context_length", None)
+    reserve = prompt_reserve(replace(turn, card=card), engine.settings, backend.count_tokens)
     try:
-        max_tokens, lowered = clamp_max_tokens(requested, context_length=getattr(backend, "context_length", None),
-                                               reserve=estimate)
+        if context and (requested or 0) + reserve > context:
+            # The upper estimate does not fit: count the prompt the turn will really send.
+            prompt = engine.prepare(turn)
+            ids = getattr(backend, "prompt_ids", None)
+            reserve = len(ids(prompt.messages)) if callable(ids) else backend.count_tokens(
+                backend.render(prompt.messages))
+        max_tokens, lowered = clamp_max_tokens(requested, context_length=context, reserve=reserve)
     except RequestShapeError as exc:
         raise APIError(400, str(exc), param=exc.param, code="context_length_exceeded") from None
     try:
