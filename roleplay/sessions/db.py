@@ -7,8 +7,10 @@ lock of our own. WAL mode with ``synchronous=NORMAL`` keeps every committed tran
 across a process kill (only an OS crash may lose the last one), and readers never block
 the writer. Migrations are small functions applied in order; ``PRAGMA user_version``
 records how many ran, so a schema change is a new function appended to `MIGRATIONS`.
-The row helpers at the end (append a message, add or activate a swipe, copy a path)
-run inside the caller's transaction; the active swipe is mirrored into its message row.
+This is the only module that writes SQL: the named functions at the end (sessions:
+create, find, list, fork, settings, summary; messages: append, list, edit, delete from;
+swipes: add, activate, list) run inside the caller's transaction, so the caller decides
+what commits together; the active swipe is mirrored into its message row.
 """
 from __future__ import annotations
 
@@ -216,6 +218,13 @@ def integrity_check(path: Path) -> str:
         con.close()
 
 
+def _insert(con: Any, table: str, cols: dict) -> int:
+    """INSERT one row of ``cols`` into ``table``; its rowid."""
+    keys = list(cols)
+    return con.execute(f"INSERT INTO {table} ({', '.join(keys)}) VALUES ({', '.join('?' * len(keys))})",
+                       [cols[k] for k in keys]).lastrowid
+
+
 # -- message rows (used by Session and the importers) ------------------------------------
 #: Columns shared by a message row and its swipes (the active swipe is mirrored): the
 #: fields of `roleplay.reply.ReplyRecord`, plus the status.
@@ -253,23 +262,18 @@ def insert_message(con: Any, session_id: str, *, role: str, speaker: str, charac
     cols.update({"session_id": session_id, "position": pos, "role": role, "speaker": speaker,
                  "character_id": character_id, "swipe_id": 0, "extra": dumps(extra or {}),
                  "created": time.time()})
-    keys = list(cols)
-    cur = con.execute(f"INSERT INTO messages ({', '.join(keys)}) VALUES ({', '.join('?' * len(keys))})",
-                      [cols[k] for k in keys])
-    mid = cur.lastrowid
+    mid = _insert(con, "messages", cols)
     for i, sw in enumerate(swipes or []):
         sw_values = {"text": sw} if isinstance(sw, str) else sw
         insert_swipe(con, mid, i, sw_values, active=(i == 0))
-    con.execute("UPDATE sessions SET updated=? WHERE id=?", (time.time(), session_id))
+    touch_session(con, session_id)
     return mid
 
 
 def insert_swipe(con: Any, message_id: int, idx: int, values: dict, *, active: bool) -> None:
     cols = {k: values[k] for k in REPLY_FIELDS if k in values}
     cols.update({"message_id": message_id, "idx": idx, "active": int(active), "created": time.time()})
-    keys = list(cols)
-    con.execute(f"INSERT INTO swipes ({', '.join(keys)}) VALUES ({', '.join('?' * len(keys))})",
-                [cols[k] for k in keys])
+    _insert(con, "swipes", cols)
 
 
 def add_swipe(con: Any, message_id: int, values: dict, *, activate: bool) -> int:
@@ -293,17 +297,9 @@ def copy_messages(con: Any, src: str, dst: str, *, max_position: int) -> None:
     rows = con.execute("SELECT * FROM messages WHERE session_id=? AND position<=? ORDER BY position",
                        (src, max_position)).fetchall()
     for r in rows:
-        cols = {k: r[k] for k in r.keys() if k != "id"}
-        cols["session_id"] = dst
-        keys = list(cols)
-        new_id = con.execute(f"INSERT INTO messages ({', '.join(keys)}) VALUES ({', '.join('?' * len(keys))})",
-                             [cols[k] for k in keys]).lastrowid
-        for s in con.execute("SELECT * FROM swipes WHERE message_id=? ORDER BY idx", (r["id"],)).fetchall():
-            scols = {k: s[k] for k in s.keys() if k != "id"}
-            scols["message_id"] = new_id
-            skeys = list(scols)
-            con.execute(f"INSERT INTO swipes ({', '.join(skeys)}) VALUES ({', '.join('?' * len(skeys))})",
-                        [scols[k] for k in skeys])
+        new_id = _insert(con, "messages", {**{k: r[k] for k in r.keys() if k != "id"}, "session_id": dst})
+        for s in list_swipes(con, r["id"]):
+            _insert(con, "swipes", {**{k: s[k] for k in s.keys() if k != "id"}, "message_id": new_id})
 
 
 def touch_session(con: Any, session_id: str) -> None:
@@ -316,3 +312,109 @@ def extend_message(con: Any, message_id: int, text: str, *, added_tokens: int) -
     con.execute("UPDATE messages SET text=?, status='complete', completion_tokens=completion_tokens+? WHERE id=?",
                 (text, int(added_tokens), message_id))
     con.execute("UPDATE swipes SET text=?, status='complete' WHERE message_id=? AND active=1", (text, message_id))
+
+
+
+# -- session rows ------------------------------------------------------------------------
+def create_session(con: Any, session_id: str, *, title: str, characters: list[str], user_id: str,
+                   user_name: str, user_persona: str, settings_json: str, summary: str = "",
+                   summary_upto: int = 0, parent_session: str | None = None,
+                   parent_message: int | None = None) -> None:
+    """A new session row (created and updated now); ``characters`` in speaking order."""
+    now = time.time()
+    _insert(con, "sessions", {
+        "id": session_id, "title": title, "characters": dumps(characters), "user_id": user_id,
+        "user_name": user_name, "user_persona": user_persona, "settings": settings_json, "summary": summary,
+        "summary_upto": int(summary_upto), "parent_session": parent_session, "parent_message": parent_message,
+        "created": now, "updated": now})
+
+
+def find_session(con: Any, session_id: str) -> sqlite3.Row | None:
+    """The session row with this id, else the one whose id starts with it (a unique
+    prefix is accepted, as with git hashes), else None."""
+    row = con.execute("SELECT * FROM sessions WHERE id=?", (session_id,)).fetchone()
+    if row is None and session_id:
+        rows = con.execute("SELECT * FROM sessions WHERE id LIKE ? LIMIT 2",
+                           (session_id.replace("%", "").replace("_", "") + "%",)).fetchall()
+        row = rows[0] if len(rows) == 1 else None
+    return row
+
+
+def list_sessions(con: Any, *, limit: int | None = None) -> list[sqlite3.Row]:
+    """Session rows, most recently updated first, with ``messages`` (their count) and
+    ``last`` (the last message's text); all of them when ``limit`` is None."""
+    return con.execute(
+        "SELECT s.id, s.title, s.characters, s.user_id, s.user_name, s.created, s.updated,"
+        " s.parent_session, (SELECT COUNT(*) FROM messages m WHERE m.session_id=s.id) AS messages,"
+        " (SELECT text FROM messages m WHERE m.session_id=s.id ORDER BY position DESC LIMIT 1) AS last"
+        " FROM sessions s ORDER BY s.updated DESC LIMIT ?", (-1 if limit is None else int(limit),)).fetchall()
+
+
+def delete_session(con: Any, session_id: str) -> bool:
+    """Delete a session (its messages and swipes cascade); False if there was none."""
+    return con.execute("DELETE FROM sessions WHERE id=?", (session_id,)).rowcount > 0
+
+
+def save_settings(con: Any, session_id: str, settings_json: str) -> None:
+    con.execute("UPDATE sessions SET settings=?, updated=? WHERE id=?", (settings_json, time.time(), session_id))
+
+
+def fork_session(con: Any, src: str, dst: str, *, title: str, max_position: int,
+                 parent_message: int | None) -> None:
+    """A copy of session ``src`` as ``dst`` holding its messages (and swipes) up to
+    ``max_position``; the rolling summary comes along only if it covers no later message."""
+    row = find_session(con, src)
+    if row is None:
+        raise StoreError(f"no session {src!r} to fork")
+    keep = row["summary_upto"] <= max_position + 1
+    create_session(con, dst, title=title or f"{row['title']} (fork)", characters=loads(row["characters"], []),
+                   user_id=row["user_id"], user_name=row["user_name"], user_persona=row["user_persona"],
+                   settings_json=row["settings"], summary=row["summary"] if keep else "",
+                   summary_upto=row["summary_upto"] if keep else 0, parent_session=src,
+                   parent_message=parent_message)
+    copy_messages(con, src, dst, max_position=max_position)
+
+
+def summary_state(con: Any, session_id: str) -> tuple[str, int] | None:
+    """``(summary, summary_upto)`` of a session; None when there is no such session."""
+    row = con.execute("SELECT summary, summary_upto FROM sessions WHERE id=?", (session_id,)).fetchone()
+    return None if row is None else (row["summary"], row["summary_upto"])
+
+
+def set_summary(con: Any, session_id: str, text: str, upto: int) -> None:
+    """Store a rolling summary covering positions < ``upto``; never moves it backwards."""
+    con.execute("UPDATE sessions SET summary=?, summary_upto=? WHERE id=? AND summary_upto<?",
+                (text, int(upto), session_id, int(upto)))
+
+
+# -- message rows ------------------------------------------------------------------------
+def list_messages(con: Any, session_id: str) -> list[sqlite3.Row]:
+    """A session's message rows in path order, each with ``n_swipes``."""
+    return con.execute("SELECT m.*, (SELECT COUNT(*) FROM swipes w WHERE w.message_id=m.id) AS n_swipes"
+                       " FROM messages m WHERE m.session_id=? ORDER BY m.position", (session_id,)).fetchall()
+
+
+def complete_lines(con: Any, session_id: str, *, start: int, end: int) -> list[tuple[str, str]]:
+    """``(speaker, text)`` of the complete messages at positions ``start <= p < end``."""
+    rows = con.execute("SELECT speaker, text FROM messages WHERE session_id=? AND position>=? AND position<?"
+                       " AND status='complete' ORDER BY position", (session_id, int(start), int(end))).fetchall()
+    return [(r["speaker"], r["text"]) for r in rows]
+
+
+def list_swipes(con: Any, message_id: int) -> list[sqlite3.Row]:
+    return con.execute("SELECT * FROM swipes WHERE message_id=? ORDER BY idx", (message_id,)).fetchall()
+
+
+def set_message_text(con: Any, message_id: int, text: str) -> None:
+    """New text for a message and its active swipe; both become complete."""
+    con.execute("UPDATE messages SET text=?, status='complete' WHERE id=?", (text, message_id))
+    con.execute("UPDATE swipes SET text=?, status='complete' WHERE message_id=? AND active=1", (text, message_id))
+
+
+def delete_messages_from(con: Any, session_id: str, position: int) -> int:
+    """Delete the messages at ``position`` and after; a rolling summary that covered any
+    of them is dropped (it would describe deleted text). Returns how many went."""
+    n = con.execute("DELETE FROM messages WHERE session_id=? AND position>=?", (session_id, position)).rowcount
+    con.execute("UPDATE sessions SET summary='', summary_upto=0 WHERE id=? AND summary_upto>?",
+                (session_id, position))
+    return n

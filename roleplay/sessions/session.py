@@ -21,7 +21,6 @@ query, a few ms) and never a model call for memory.
 """
 from __future__ import annotations
 
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +105,13 @@ def _settings_of(engine_or_settings: Any) -> Settings:
     return Settings.from_env()
 
 
+def greetings(card: "Character", *, user_name: str, group: bool = False) -> list[str]:
+    """The greetings a new chat with ``card`` opens with, macros expanded (the first is
+    shown, the rest are its swipes); in a group, the card's group greetings win."""
+    texts = card.group_greetings if group and card.group_greetings else card.greetings
+    return [expand(g, char=card.name, user=user_name) for g in texts if g.strip()]
+
+
 def _row_message(row: Any, swipe_count: int = 0) -> Message:
     return Message(
         **db.row_record(row), id=row["id"], session_id=row["session_id"], position=row["position"],
@@ -175,20 +181,15 @@ class Session:
         except ValidationError as exc:
             raise invalid(exc, "session setting ") from None
         name = user_name or cards[0].user_name or "User"
-        now = time.time()
         sid = uuid.uuid4().hex[:12]
         path = _settings_of(engine).sessions_db
         with db.transaction(path) as con:
-            con.execute(
-                "INSERT INTO sessions (id, title, characters, user_id, user_name, user_persona, settings,"
-                " created, updated) VALUES (?,?,?,?,?,?,?,?,?)",
-                (sid, title or " & ".join(c.name for c in cards), db.dumps(ids), user or default_user(),
-                 name, user_persona, opts.model_dump_json(), now, now))
+            db.create_session(con, sid, title=title or " & ".join(c.name for c in cards), characters=ids,
+                              user_id=user or default_user(), user_name=name, user_persona=user_persona,
+                              settings_json=opts.model_dump_json())
             if greeting:
                 for card in cards:
-                    # in a group, a card's group greetings win; alternates become swipes
-                    greetings = (card.group_greetings if len(cards) > 1 and card.group_greetings else card.greetings)
-                    texts = [expand(g, char=card.name, user=name) for g in greetings if g.strip()]
+                    texts = greetings(card, user_name=name, group=len(cards) > 1)
                     if texts:
                         db.insert_message(con, sid, role="assistant", speaker=card.name, character_id=card.id,
                                         values={"text": texts[0]}, swipes=texts, extra={"greeting": True})
@@ -200,12 +201,7 @@ class Session:
     def load(cls, engine: "Engine", session_id: str) -> "Session":
         """Open a saved session (SessionError when there is none with this id)."""
         with db.transaction(_settings_of(engine).sessions_db, write=False) as con:
-            row = con.execute("SELECT * FROM sessions WHERE id=?", (session_id,)).fetchone()
-            if row is None:
-                # a unique prefix is accepted, as with git hashes
-                rows = con.execute("SELECT * FROM sessions WHERE id LIKE ? LIMIT 2",
-                                   (session_id.replace("%", "").replace("_", "") + "%",)).fetchall()
-                row = rows[0] if len(rows) == 1 and session_id else None
+            row = db.find_session(con, session_id)  # a unique prefix is accepted, as with git hashes
         if row is None:
             raise SessionError(f"no session {session_id!r}; see `roleplay sessions list`")
         return cls(engine, row)
@@ -213,12 +209,8 @@ class Session:
     @classmethod
     def list(cls, engine_or_settings: Any, *, character: str | None = None, limit: int = 100) -> list[dict]:
         """Saved sessions, most recently updated first (id, title, characters, counts, times)."""
-        sql = ("SELECT s.id, s.title, s.characters, s.user_id, s.user_name, s.created, s.updated,"
-               " s.parent_session, (SELECT COUNT(*) FROM messages m WHERE m.session_id=s.id) AS messages,"
-               " (SELECT text FROM messages m WHERE m.session_id=s.id ORDER BY position DESC LIMIT 1) AS last"
-               " FROM sessions s ORDER BY s.updated DESC LIMIT ?")
         with db.transaction(_settings_of(engine_or_settings).sessions_db, write=False) as con:
-            rows = con.execute(sql, (int(limit) if character is None else 1_000_000,)).fetchall()
+            rows = db.list_sessions(con, limit=limit if character is None else None)
         out = []
         for r in rows:
             chars = db.loads(r["characters"], [])
@@ -234,7 +226,7 @@ class Session:
     def delete(cls, engine_or_settings: Any, session_id: str) -> bool:
         """Delete a session with its messages and swipes; False if there was none."""
         with db.transaction(_settings_of(engine_or_settings).sessions_db) as con:
-            return con.execute("DELETE FROM sessions WHERE id=?", (session_id,)).rowcount > 0
+            return db.delete_session(con, session_id)
 
     def reload(self) -> "Session":
         """Re-read the session row (summary, title, times) from the database."""
@@ -249,8 +241,7 @@ class Session:
         except ValidationError as exc:
             raise invalid(exc, "session setting ") from None
         with db.transaction(self.db_path) as con:
-            con.execute("UPDATE sessions SET settings=?, updated=? WHERE id=?",
-                        (new.model_dump_json(), time.time(), self.id))
+            db.save_settings(con, self.id, new.model_dump_json())
         self.settings = new
         return new
 
@@ -274,9 +265,7 @@ class Session:
     def messages(self) -> list[Message]:
         """The messages on this session's path, oldest first (including non-complete ones)."""
         with db.transaction(self.db_path, write=False) as con:
-            rows = con.execute(
-                "SELECT m.*, (SELECT COUNT(*) FROM swipes w WHERE w.message_id=m.id) AS n_swipes"
-                " FROM messages m WHERE m.session_id=? ORDER BY m.position", (self.id,)).fetchall()
+            rows = db.list_messages(con, self.id)
         return [_row_message(r, r["n_swipes"]) for r in rows]
 
     def message(self, message_id: int) -> Message:
@@ -289,7 +278,7 @@ class Session:
         """The alternative replies of a message (empty for user messages)."""
         self.message(message_id)
         with db.transaction(self.db_path, write=False) as con:
-            rows = con.execute("SELECT * FROM swipes WHERE message_id=? ORDER BY idx", (message_id,)).fetchall()
+            rows = db.list_swipes(con, message_id)
         return [Swipe(r["idx"], r["text"], r["emotion"], r["note"], r["status"], bool(r["active"]), r["created"])
                 for r in rows]
 
@@ -431,9 +420,7 @@ class Session:
             raise SessionError("the new text is empty; use delete_from to remove messages")
         self.message(message_id)
         with db.transaction(self.db_path) as con:
-            con.execute("UPDATE messages SET text=?, status='complete' WHERE id=?", (text, message_id))
-            con.execute("UPDATE swipes SET text=?, status='complete' WHERE message_id=? AND active=1",
-                        (text, message_id))
+            db.set_message_text(con, message_id, text)
             db.touch_session(con, self.id)
         return self.message(message_id)
 
@@ -441,10 +428,8 @@ class Session:
         """Delete this message and every later one; returns how many went."""
         pos = self.message(message_id).position
         with db.transaction(self.db_path) as con:
-            n = con.execute("DELETE FROM messages WHERE session_id=? AND position>=?", (self.id, pos)).rowcount
-            # the summary may describe deleted messages: start it again from scratch
-            if self.summary_upto > pos:
-                con.execute("UPDATE sessions SET summary='', summary_upto=0 WHERE id=?", (self.id,))
+            # the summary may describe deleted messages: it starts again from scratch
+            n = db.delete_messages_from(con, self.id, pos)
             db.touch_session(con, self.id)
         if self.summary_upto > pos:
             self.summary, self.summary_upto = "", 0
@@ -468,18 +453,8 @@ class Session:
         else:
             pos = self.message(message_id).position
         new_id = uuid.uuid4().hex[:12]
-        now = time.time()
         with db.transaction(self.db_path) as con:
-            row = con.execute("SELECT * FROM sessions WHERE id=?", (self.id,)).fetchone()
-            keep_summary = row["summary_upto"] <= pos + 1
-            con.execute(
-                "INSERT INTO sessions (id, title, characters, user_id, user_name, user_persona, settings,"
-                " summary, summary_upto, parent_session, parent_message, created, updated)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (new_id, title or f"{row['title']} (fork)", row["characters"], row["user_id"], row["user_name"],
-                 row["user_persona"], row["settings"], row["summary"] if keep_summary else "",
-                 row["summary_upto"] if keep_summary else 0, self.id, message_id, now, now))
-            db.copy_messages(con, self.id, new_id, max_position=pos)
+            db.fork_session(con, self.id, new_id, title=title, max_position=pos, parent_message=message_id)
         child = type(self).load(self.engine, new_id)
         child._cards = dict(self._cards)
         return child
@@ -656,18 +631,14 @@ class Session:
 
         settings = _settings_of(self.engine)
         with db.transaction(self.db_path, write=False) as con:
-            row = con.execute("SELECT summary, summary_upto FROM sessions WHERE id=?", (self.id,)).fetchone()
-            if row is None or row["summary_upto"] >= upto_position:
+            state = db.summary_state(con, self.id)
+            if state is None or state[1] >= upto_position:
                 return
-            rows = con.execute("SELECT speaker, text FROM messages WHERE session_id=? AND position>=? AND"
-                               " position<? AND status='complete' ORDER BY position",
-                               (self.id, row["summary_upto"], upto_position)).fetchall()
-        lines = [(r["speaker"], r["text"]) for r in rows]
+            lines = db.complete_lines(con, self.id, start=state[1], end=upto_position)
         backend = self.engine.backend if self.settings.summary_llm else None
-        text = summarise(row["summary"], lines, backend=backend, budget_tokens=settings.budgets.summary)
+        text = summarise(state[0], lines, backend=backend, budget_tokens=settings.budgets.summary)
         with db.transaction(self.db_path) as con:
-            con.execute("UPDATE sessions SET summary=?, summary_upto=? WHERE id=? AND summary_upto<?",
-                        (text, upto_position, self.id, upto_position))
+            db.set_summary(con, self.id, text, upto_position)
         self.summary, self.summary_upto = text, upto_position
 
 def _last_reply(stream: Iterator[Any]) -> Any:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import uuid
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -113,20 +112,22 @@ def parse_jsonl(text: str, *, file: str = "chat.jsonl") -> tuple[dict, list[tupl
     return header, messages
 
 
-def from_jsonl(engine: "Engine", text: str, *, character_ids: list[str] | None = None,
-               user: str | None = None, file: str = "chat.jsonl") -> "Session":
-    """Import a SillyTavern chat file as a new session (its id is new).
+_STATUSES = ("complete", "partial", "error")
 
-    Characters: ``character_ids`` if given, else those recorded by a roleplay export,
-    else the card whose id is the header's ``character_name`` slugged ("Sherlock Holmes"
-    → ``sherlock-holmes``) or whose first name matches.
-    """
-    from ..memory.store import default_user
-    from .session import Session, SessionSettings, _settings_of
 
-    header, messages = parse_jsonl(text, file=file)
-    meta = header.get("chat_metadata") if isinstance(header.get("chat_metadata"), dict) else {}
-    ours = meta.get("roleplay") if isinstance(meta.get("roleplay"), dict) else {}
+def _ours(obj: dict) -> dict:
+    """The ``roleplay`` dict a roleplay export put inside ``obj`` (else empty)."""
+    rp = obj.get("roleplay") if isinstance(obj, dict) else None
+    return rp if isinstance(rp, dict) else {}
+
+
+def _status(rp: dict) -> str:
+    return rp.get("status") if rp.get("status") in _STATUSES else "complete"
+
+
+def _guess_characters(engine: "Engine", header: dict, ours: dict, character_ids: list[str] | None,
+                      *, file: str) -> list[str]:
+    """The card ids of an imported chat (see `from_jsonl`)."""
     ids = list(character_ids or ours.get("characters") or [])
     if not ids:
         name = str(header.get("character_name") or "")
@@ -141,53 +142,69 @@ def from_jsonl(engine: "Engine", text: str, *, character_ids: list[str] | None =
     if not ids:
         raise SessionError(f"{file}: cannot tell which character this chat is with "
                            f"({header.get('character_name')!r}); pass the card id (--character ID)")
+    return ids
+
+
+def _swipe_values(rec: dict) -> list[dict]:
+    """Reply fields of each swipe of a chat-file message (the text alone when it has none)."""
+    infos = rec.get("swipe_info") if isinstance(rec.get("swipe_info"), list) else []
+    out = []
+    for i, text in enumerate(rec.get("swipes") or [rec["mes"]]):
+        info = infos[i] if i < len(infos) and isinstance(infos[i], dict) else {}
+        irp = _ours(info.get("extra") or {})
+        out.append({"text": text, "emotion": str(irp.get("emotion") or ""), "note": str(irp.get("note") or ""),
+                    "status": _status(irp)})
+    return out
+
+
+def _insert_record(con: Any, session_id: str, rec: dict, *, cards: list, user_name: str, first: bool) -> None:
+    """One chat-file message as a message row (with its swipes) of ``session_id``."""
+    rp = _ours(rec.get("extra") or {})
+    name = rec.get("name") or (user_name if rec.get("is_user") else cards[0].name)
+    values = {"text": rec["mes"], "emotion": str(rp.get("emotion") or ""), "note": str(rp.get("note") or ""),
+              "status": _status(rp)}
+    keep_extra = {k: v for k, v in rp.items() if k in ("greeting", "error")}
+    if rec.get("is_user"):
+        cid = rp.get("character_id") if rp.get("character_id") in [c.id for c in cards] else None
+        db.insert_message(con, session_id, role="user", speaker=name, character_id=cid, values=values,
+                          extra=keep_extra)
+        return
+    card = (next((c for c in cards if c.name == name), None)
+            or next((c for c in cards if c.id == rp.get("character_id")), cards[0]))
+    if first and "greeting" not in keep_extra:
+        keep_extra["greeting"] = True  # SillyTavern chats open with the first message
+    mid = db.insert_message(con, session_id, role="assistant", speaker=card.name, character_id=card.id,
+                            values=values, swipes=_swipe_values(rec), extra=keep_extra)
+    active = int(rec.get("swipe_id", 0) or 0) if rec.get("swipes") else 0
+    if active:
+        db.activate_swipe(con, mid, active)
+
+
+def from_jsonl(engine: "Engine", text: str, *, character_ids: list[str] | None = None,
+               user: str | None = None, file: str = "chat.jsonl") -> "Session":
+    """Import a SillyTavern chat file as a new session (its id is new).
+
+    Characters: ``character_ids`` if given, else those recorded by a roleplay export,
+    else the card whose id is the header's ``character_name`` slugged ("Sherlock Holmes"
+    → ``sherlock-holmes``) or whose first name matches.
+    """
+    from ..memory.store import default_user
+    from .session import Session, SessionSettings, _settings_of
+
+    header, messages = parse_jsonl(text, file=file)
+    ours = _ours(header.get("chat_metadata") or {})
+    ids = _guess_characters(engine, header, ours, character_ids, file=file)
     cards = [engine.card(cid) for cid in ids]
-    by_name = {c.name: c for c in cards}
     user_name = str(header.get("user_name") or cards[0].user_name or "User")
-    now = time.time()
     new_id = uuid.uuid4().hex[:12]
-    path = _settings_of(engine).sessions_db
     title = str(ours.get("title") or f"{' & '.join(c.name for c in cards)} (imported)")
-    with db.transaction(path) as con:
-        con.execute(
-            "INSERT INTO sessions (id, title, characters, user_id, user_name, user_persona, settings, summary,"
-            " summary_upto, created, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (new_id, title, db.dumps(ids), user or str(ours.get("user") or default_user()), user_name,
-             str(ours.get("user_persona") or ""), SessionSettings().model_dump_json(),
-             str(ours.get("summary") or ""), int(ours.get("summary_upto") or 0), now, now))
-        first = True
-        for _no, rec in messages:
-            if rec.get("is_system"):
-                continue
-            extra = rec.get("extra") if isinstance(rec.get("extra"), dict) else {}
-            rp = extra.get("roleplay") if isinstance(extra.get("roleplay"), dict) else {}
-            status = rp.get("status") if rp.get("status") in ("complete", "partial", "error") else "complete"
-            name = rec.get("name") or (user_name if rec.get("is_user") else cards[0].name)
-            values = {"text": rec["mes"], "emotion": str(rp.get("emotion") or ""), "note": str(rp.get("note") or ""),
-                      "status": status}
-            keep_extra = {k: v for k, v in rp.items() if k in ("greeting", "error")}
-            if rec.get("is_user"):
-                cid = rp.get("character_id") if rp.get("character_id") in ids else None
-                db.insert_message(con, new_id, role="user", speaker=name, character_id=cid, values=values,
-                                extra=keep_extra)
-            else:
-                card = by_name.get(name) or next((c for c in cards if c.id == rp.get("character_id")), cards[0])
-                swipes = rec.get("swipes") or [rec["mes"]]
-                infos = rec.get("swipe_info") if isinstance(rec.get("swipe_info"), list) else []
-                sw_values = []
-                for i, s in enumerate(swipes):
-                    info = infos[i] if i < len(infos) and isinstance(infos[i], dict) else {}
-                    irp = (info.get("extra") or {}).get("roleplay", {}) if isinstance(info.get("extra"), dict) else {}
-                    irp = irp if isinstance(irp, dict) else {}
-                    st = irp.get("status") if irp.get("status") in ("complete", "partial", "error") else "complete"
-                    sw_values.append({"text": s, "emotion": str(irp.get("emotion") or ""),
-                                      "note": str(irp.get("note") or ""), "status": st})
-                active = int(rec.get("swipe_id", 0) or 0) if rec.get("swipes") else 0
-                if first and "greeting" not in keep_extra:
-                    keep_extra["greeting"] = True  # SillyTavern chats open with the first message
-                mid = db.insert_message(con, new_id, role="assistant", speaker=card.name, character_id=card.id,
-                                      values=values, swipes=sw_values, extra=keep_extra)
-                if active:
-                    db.activate_swipe(con, mid, active)
-            first = False
+    with db.transaction(_settings_of(engine).sessions_db) as con:
+        db.create_session(con, new_id, title=title, characters=ids,
+                          user_id=user or str(ours.get("user") or default_user()), user_name=user_name,
+                          user_persona=str(ours.get("user_persona") or ""),
+                          settings_json=SessionSettings().model_dump_json(), summary=str(ours.get("summary") or ""),
+                          summary_upto=int(ours.get("summary_upto") or 0))
+        kept = [rec for _no, rec in messages if not rec.get("is_system")]
+        for i, rec in enumerate(kept):
+            _insert_record(con, new_id, rec, cards=cards, user_name=user_name, first=i == 0)
     return Session.load(engine, new_id)
