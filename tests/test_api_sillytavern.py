@@ -186,3 +186,21 @@ def test_custom_persona_speaks_with_notes_from_its_examples(server):  # noqa: F8
     # The stage note is an action from those examples, in their *asterisk* style.
     assert extra["note"] in ("*kicks the housing twice*", "*flips her coin without looking*")
     assert content.startswith(extra["note"])
+
+
+def test_open_webui_user_headers_fill_the_gaps(settings):
+    """Open WebUI names its signed-in user in headers: memory user and name, lowest precedence."""
+    from roleplay.cards import get_card
+    from roleplay.server.schemas import ChatCompletionRequest
+    from roleplay.server.turns import build_turn
+
+    card = get_card("sherlock", settings)
+    plain = ChatCompletionRequest.model_validate({"model": "roleplay/sherlock",
+                                                  "messages": [{"role": "user", "content": "Hi."}]})
+    turn = build_turn(card, plain, client_user="owui-17", client_name="Mei")
+    assert (turn.memory_user, turn.user_name) == ("owui-17", "Mei")
+    assert (build_turn(card, plain).memory_user, build_turn(card, plain).user_name) == (None, "Watson")
+    named = ChatCompletionRequest.model_validate({"model": "roleplay/sherlock", "user": "u-1", "messages": [
+        {"role": "user", "name": "Lin", "content": "Hi."}]})
+    turn = build_turn(card, named, client_user="owui-17", client_name="Mei")
+    assert (turn.memory_user, turn.user_name) == ("u-1", "Lin")  # the body wins

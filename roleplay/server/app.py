@@ -37,7 +37,7 @@ from fastapi import FastAPI, Request  # light (starlette + pydantic); annotation
 
 from ..errors import BackendError, CardError, ConfigError, RoleplayError
 from .bridge import END, Items, StreamBridge, merged
-from .middleware import AccessLogMiddleware, BodyLimitMiddleware
+from .middleware import AccessLogMiddleware, BodyLimitMiddleware, show_access_log
 from .reasoning import ThinkSplitter, split_think
 from .schemas import (CUSTOM_MODEL, ChatCompletionRequest, CompletionRequest, SamplingFields, chunk_body,
                       completion_body, error_body, logprobs_body, message_body, model_entry,
@@ -62,7 +62,7 @@ class APIError(Exception):
 
 
 def create_app(engine: "Engine", *, api_keys: Iterable[str] | None = None,
-               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> "FastAPI":
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, access_log: bool = True) -> "FastAPI":
     """Build the FastAPI app serving ``engine``.
 
     Args:
@@ -70,6 +70,7 @@ def create_app(engine: "Engine", *, api_keys: Iterable[str] | None = None,
         api_keys: accepted ``Authorization: Bearer`` keys; None or empty means no key is
             required (only safe on loopback — ``roleplay serve`` enforces that).
         max_body_bytes: larger request bodies get a 413.
+        access_log: print one line per request (id, method, path, status, duration) on stderr.
 
     >>> app = create_app(Engine())  # doctest: +SKIP
     """
@@ -79,6 +80,8 @@ def create_app(engine: "Engine", *, api_keys: Iterable[str] | None = None,
 
     keys = [k for k in (api_keys or []) if k]
     queue = StreamBridge()
+    if access_log:
+        show_access_log()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -185,7 +188,8 @@ def create_app(engine: "Engine", *, api_keys: Iterable[str] | None = None,
         check_key(request)
         card = await asyncio.to_thread(_load_card, engine, body.model)
         try:
-            turn = build_turn(card, body)
+            turn = build_turn(card, body, client_user=_header(request, "x-openwebui-user-id"),
+                              client_name=_header(request, "x-openwebui-user-name"))
         except ValueError as exc:  # RequestShapeError, or a custom card that does not validate
             raise APIError(400, str(exc).splitlines()[0], param=getattr(exc, "param", "messages"),
                            code="invalid_value") from None
@@ -253,6 +257,14 @@ def create_app(engine: "Engine", *, api_keys: Iterable[str] | None = None,
 def _custom_entry(context_length: int | None) -> dict:
     return model_entry(CUSTOM_MODEL, name="Your own character (the client's system prompt)",
                        tags=["custom"], context_length=context_length)
+
+
+def _header(request: Request, name: str) -> str | None:
+    """A short, printable header value (percent-decoded), else None."""
+    from urllib.parse import unquote
+
+    value = unquote(request.headers.get(name, "")).strip()
+    return value[:256] if value and value.isprintable() else None
 
 
 def _request_id(request: Request) -> str:

@@ -23,6 +23,21 @@ log = logging.getLogger("roleplay.server.access")
 _ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
+def show_access_log(stream: Any = None) -> None:
+    """Print access lines to ``stream`` (stderr) unless a handler is already attached.
+
+    `roleplay serve` runs uvicorn with its own access log off; this is the one the
+    operator sees. Records still propagate, so an application's logging config (or
+    pytest's ``caplog``) receives them too.
+    """
+    if not log.handlers:
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter("%(asctime)s access %(message)s"))
+        log.addHandler(handler)
+    if log.level == logging.NOTSET or log.level > logging.INFO:
+        log.setLevel(logging.INFO)
+
+
 class AccessLogMiddleware:
     def __init__(self, app: Any) -> None:
         self.app = app

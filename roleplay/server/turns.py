@@ -21,8 +21,9 @@ becomes a turn"):
   still adds stage notes.
 - **names.** The user's name: the ``name`` of the latest user message, else the name in
   an impersonation prompt, else the one in SillyTavern's main prompt ("… between A and
-  B."), else the card's ``user_name``. ``user`` (OpenAI's end-user id) selects whose
-  long-term memories are read; a name never does (two people may share one).
+  B."), else the client's signed-in user name (Open WebUI's header), else the card's
+  ``user_name``. ``user`` (OpenAI's end-user id; else Open WebUI's user-id header)
+  selects whose long-term memories are read; a name never does (two people may share one).
 - **instructions.** System messages after the history stay after it, in order.
 
 Trade-offs: detection works on SillyTavern's default prompts (and close rewrites of
@@ -174,16 +175,22 @@ def _unprefixed(text: str, char: str, user: str) -> str:
     return text.strip()
 
 
-def build_turn(card: Character | None, body: ChatCompletionRequest) -> "Turn":
-    """The engine turn for ``body``: against our ``card``, or (None) ``roleplay/custom``."""
+def build_turn(card: Character | None, body: ChatCompletionRequest, *, client_user: str | None = None,
+               client_name: str | None = None) -> "Turn":
+    """The engine turn for ``body``: against our ``card``, or (None) ``roleplay/custom``.
+
+    ``client_user``/``client_name`` are what the client says about its signed-in user
+    outside the body (Open WebUI's ``X-OpenWebUI-User-Id``/``-Name`` headers): the memory
+    user when ``body.user`` is unset, the name when the messages name nobody.
+    """
     from ..engine import Turn
 
     reading = read_messages(body.messages, continue_final=body.continue_final_message)
     if card is None:
-        user_name = user_name_of(reading, "User")
+        user_name = user_name_of(reading, client_name or "User")
         card = custom_card(reading, user_name=user_name)
     else:
-        user_name = user_name_of(reading, card.user_name)
+        user_name = user_name_of(reading, client_name or card.user_name)
         notes = [expand(t, char=card.name, user=user_name).strip() for t in reading.context
                  if len(t.split()) <= CLIENT_NOTE_WORDS]
         if notes:
@@ -204,7 +211,7 @@ def build_turn(card: Character | None, body: ChatCompletionRequest) -> "Turn":
             user_text = ""  # an empty box: the character speaks next
     instructions = [expand(t, char=card.name, user=user_name) for t in reading.instructions]
     return Turn(card=card, history=history, user_text=user_text, user_name=user_name,
-                memory_user=body.user or None, mode=reading.mode, partial=partial,  # type: ignore[arg-type]
+                memory_user=body.user or client_user or None, mode=reading.mode, partial=partial,  # type: ignore[arg-type]
                 instructions=instructions)
 
 
