@@ -6,6 +6,14 @@ first token as the baseline, then runs N concurrent streaming chats (default 8) 
 fixed time; requests in flight at the deadline finish, so the run is bounded. Each client
 checks its replies are its own (see `roleplay.server.loadtest`). Prints ONE JSON line.
 
+On the llamacpp backend (the CPU default) each run also gets ``raw_tokens_per_s``: after
+the server stops, the bench process loads the same GGUF and drives xllamacpp directly —
+the same number of parallel streams, for the same time, on the same cards' composed
+first-turn prompts, with the same ``max_tokens`` — and ``raw_ratio`` = the server's
+aggregate tokens/s ÷ that (target ≥ 0.8). The server's prompts grow with each client's
+chat history and its replies may be cut early (post-processing), so the ratio also
+charges the engine for that work.
+
     python bench/serve.py [--backend transformers] [--clients 1,4,8,16] [--seconds 30] [--max-tokens 64]
 """
 from __future__ import annotations
@@ -53,7 +61,48 @@ def baseline(base: str, cards: list, *, requests: int, max_tokens: int) -> tuple
     return out, model
 
 
-def run(name: str, *, clients: list[int], seconds: float, max_tokens: int, baseline_requests: int) -> dict:
+def raw_llamacpp(home: Path, cards: list, *, clients: list[int], seconds: float, max_tokens: int) -> dict[int, float]:
+    """Aggregate generated tokens/s of xllamacpp driven directly, per parallel-stream count."""
+    import threading
+
+    from roleplay.backends import SamplingParams, get_backend
+    from roleplay.backends.llamacpp_backend import request_fields
+    from roleplay.config import Settings
+    from roleplay.engine import Engine
+    from roleplay.server.loadtest import PROMPTS
+
+    settings = Settings.from_env(home=home, backend="llamacpp")
+    llama = get_backend(settings)
+    engine = Engine(settings, backend=llama)
+    fields = request_fields(SamplingParams(max_tokens=max_tokens))
+    prompts = [llama.prompt_ids(engine.prepare(card, [], text).messages) for card in cards for text in PROMPTS]
+    out: dict[int, float] = {}
+    for n in clients:
+        tokens = [0] * n
+        deadline = time.monotonic() + seconds
+
+        def client(i: int) -> None:
+            turn = 0
+            while time.monotonic() < deadline:
+                counts: list[int] = []
+                llama.server.handle_completions(
+                    {"prompt": prompts[(i * 7 + turn) % len(prompts)], "stream": True, **fields},
+                    lambda chunk: counts.append((chunk.get("usage") or {}).get("completion_tokens", 0)) and False)
+                tokens[i] += max(counts, default=0)
+                turn += 1
+
+        start = time.perf_counter()
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        out[n] = round(sum(tokens) / (time.perf_counter() - start), 2)
+    return out
+
+
+def run(name: str, *, clients: list[int], seconds: float, max_tokens: int, baseline_requests: int,
+        raw: bool = False) -> dict:
     """Shared by bench/serve.py and bench/soak.py: one server, a run per client count, as a dict.
 
     The first count is the baseline: aggregate generated tokens/s and time-to-first-token
@@ -97,6 +146,14 @@ def run(name: str, *, clients: list[int], seconds: float, max_tokens: int, basel
     finally:
         server.stop()
     base = runs[0]
+    from roleplay.backends.registry import pick_backend
+
+    backend = pick_backend(Settings.from_env(home=home, backend=health.get("backend")))
+    if raw and backend == "llamacpp":  # the server is stopped: the CPU is the raw run's
+        raw = raw_llamacpp(home, cards, clients=clients, seconds=seconds, max_tokens=max_tokens)
+        for r in runs:
+            r["raw_tokens_per_s"] = raw[r["clients"]]
+            r["raw_ratio"] = round(r["tokens_per_s"] / raw[r["clients"]], 2) if raw[r["clients"]] else None
 
     def ratio(a: float | None, b: float | None) -> float | None:
         return round(a / b, 2) if a and b else None
@@ -106,7 +163,7 @@ def run(name: str, *, clients: list[int], seconds: float, max_tokens: int, basel
         r["ttft_model_p50_ratio"] = ratio(r["ttft_model_p50_s"], base["ttft_model_p50_s"])
         r["ttft_model_p95_ratio"] = ratio(r["ttft_model_p95_s"], base["ttft_model_p95_s"])
     return {
-        "bench": name, "backend": health.get("backend"), "seconds": seconds, "max_tokens": max_tokens,
+        "bench": name, "backend": backend, "seconds": seconds, "max_tokens": max_tokens,
         "baseline_clients": base["clients"], "runs": runs,
         "errors": sum(r["errors"] for r in runs), "crossed": sum(r["crossed"] for r in runs),
         "baseline_single_ttft_model_p50_s": median(single_model), "baseline_single_ttft_p50_s": median(single),
@@ -124,13 +181,14 @@ def main(name: str = "serve", *, clients: str = "1,4,8,16", seconds: float = 30.
     ap.add_argument("--seconds", type=float, default=seconds, help="per client count")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--baseline-requests", type=int, default=3)
+    ap.add_argument("--no-raw", action="store_true", help="skip the raw xllamacpp baseline (llamacpp only)")
     ap.add_argument("--backend", default=None, help="roleplay backend for the server (default: the default)")
     a = ap.parse_args()
     if a.backend:
         os.environ["ROLEPLAY_BACKEND"] = a.backend
     counts = [int(c) for c in str(a.clients).split(",") if c.strip()]
     result = run(name, clients=counts, seconds=a.seconds, max_tokens=a.max_tokens,
-                 baseline_requests=a.baseline_requests)
+                 baseline_requests=a.baseline_requests, raw=name == "serve" and not a.no_raw)
     print(json.dumps(result, ensure_ascii=False))
     return 0 if result["errors"] == 0 and result["crossed"] == 0 else 1
 
