@@ -9,17 +9,27 @@ the reason under it) and, with its line number, under the YAML editor.
 
 Saving writes to the user's card folder (``ROLEPLAY_HOME/characters/<id>``), which takes
 priority over bundled cards, so editing a bundled character never modifies the repository;
-the card's pictures and ``stories/*.txt`` are copied along on the first save. The write is
-atomic and is followed by a re-index of the card's lines.
+the card's pictures and ``stories/*.txt`` are copied along on the first save
+(`roleplay.cards.library.save_to_library`). The write is atomic and is followed by a
+re-index of the card's lines.
+
+Layout: `build` lays out the components (`_layout`) and wires them (`_wire`) to the
+module-level event handlers below, which take the engine and the event's values, so each
+one can be read (and called) alone.
 """
 from __future__ import annotations
 
-import shutil
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
+import gradio as gr  # this module loads only when the app is built (webui.app.build_app)
+
 from . import cards_view, html
+from roleplay.cards.library import attach, list_card_paths, save_to_library
 from roleplay.engine import Turn
+from roleplay.errors import CardError, RoleplayError
 
 if TYPE_CHECKING:
     from roleplay.cards import Character
@@ -101,50 +111,6 @@ def draft(yaml_text: str, values: list[str] | None) -> tuple[Any, "Character"]:
     return data, card
 
 
-def attach(card: "Character", src: str | None) -> "Character":
-    """Give an unsaved card its source folder, so assets and ``stories/*.txt`` resolve."""
-    from roleplay.cards.yaml_io import load_story_files
-
-    if src:
-        path = Path(src)
-        card._path = path
-        try:
-            card._file_stories = load_story_files(path.parent)
-        except Exception:  # a broken stories file shows up on save/validate, not in the preview
-            card._file_stories = []
-    return card
-
-
-def save_draft(engine: "Engine", yaml_text: str, src: str | None) -> tuple[Path, "Character"]:
-    """Save validated YAML to the user's card folder (atomically), copying assets along."""
-    from roleplay.cards import load_card
-    from roleplay.cards.safety import safe_join
-    from roleplay.cards.yaml_io import atomic_write
-
-    _data, card = draft(yaml_text, None)
-    target_dir = engine.settings.user_characters / card.id
-    target = target_dir / "character.yaml"
-    src_dir = Path(src).parent if src else None
-    if src_dir and src_dir.resolve() != target_dir.resolve() and src_dir.is_dir():
-        names = [card.avatar, *card.emotion_images.values()]
-        for name in [n for n in names if n]:
-            source = safe_join(src_dir, name, what="asset")
-            dest = safe_join(target_dir, name, what="asset") if target_dir.exists() else None
-            if source.is_file() and (dest is None or not dest.exists()):
-                target_dir.mkdir(parents=True, exist_ok=True)
-                dest = safe_join(target_dir, name, what="asset")
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(source, dest)
-        stories = src_dir / "stories"
-        if stories.is_dir() and not (target_dir / "stories").exists():
-            (target_dir / "stories").mkdir(parents=True)
-            for f in sorted(stories.glob("*.txt")):
-                if f.is_file() and not f.is_symlink():
-                    shutil.copyfile(f, target_dir / "stories" / f.name)
-    atomic_write(target, yaml_text if yaml_text.endswith("\n") else yaml_text + "\n")
-    return target, load_card(target)
-
-
 def preview_markdown(prompt: Any) -> str:
     """The composed prompt: token counts per part, retrieved lines, lore, then the messages."""
     parts = getattr(prompt, "parts", {}) or {}
@@ -172,18 +138,221 @@ def preview_markdown(prompt: Any) -> str:
     return "\n".join(lines)
 
 
+# -- event handlers ----------------------------------------------------------------------
+
+def card_choices(engine: "Engine") -> list[str]:
+    return sorted(list_card_paths(engine.settings))
+
+
+def field_updates(err: CardError | None) -> list:
+    """Inline errors: the form field named by ``err`` turns red with the reason."""
+    base = err.field.replace("[", ".").split(".")[0] if err is not None and err.field else None
+    return [gr.update(info=f"⚠ {err.reason}", elem_classes=["field-error"]) if name == base
+            else gr.update(info="", elem_classes=[]) for name, _label, _lines in FORM_FIELDS]
+
+
+def yaml_error_md(err: CardError | None) -> str:
+    if err is None:
+        return ""
+    where = (f"line {err.line}: " if err.line else "") + (f"{err.field}: " if err.field else "")
+    return f"<span class='error-text'>⚠ {html.text(where + err.reason)}</span>"
+
+
+def load(engine: "Engine", card_id: str | None) -> list:
+    """Open a card in the editor: form values, YAML, source path, error, status, avatar."""
+    from roleplay.cards import find_card, load_card
+    from roleplay.cards.yaml_io import parse_yaml, read_text
+
+    if not card_id:
+        return [gr.update()] * (len(FORM_FIELDS) + 5)
+    try:
+        path = find_card(card_id, engine.settings)
+        text = read_text(path)
+        values = form_values(parse_yaml(text, file=str(path)))
+        try:
+            img = cards_view.avatar(load_card(path))
+        except CardError:
+            img = None
+        return [*values, text, str(path), "", f"Loaded `{html.text(path)}`.", img]
+    except CardError as exc:
+        return [*([gr.update()] * len(FORM_FIELDS)), gr.update(), None, yaml_error_md(exc),
+                "Could not load the card.", None]
+
+
+def new_card() -> list:
+    from roleplay.cards.yaml_io import parse_yaml
+
+    return [*form_values(parse_yaml(NEW_CARD_YAML, file=EDITOR_FILE)), NEW_CARD_YAML, None, "",
+            "A new card: edit it, then Save.", None]
+
+
+#: Where the status text sits in `load`'s outputs.
+STATUS_AT = len(FORM_FIELDS) + 3
+
+
+def sync_from_form(yaml_text: str, *values: str) -> list:
+    """Leaving a form field (or Validate): validate, then merge into the YAML (comments kept)."""
+    from roleplay.cards.yaml_io import dump_card
+
+    try:
+        _data, card = draft(yaml_text, list(values))
+    except CardError as exc:
+        return [*field_updates(exc), gr.update(), yaml_error_md(exc), "Fix the highlighted field."]
+    return [*field_updates(None), dump_card(card, previous_text=yaml_text), "", "Valid."]
+
+
+def sync_from_yaml(yaml_text: str) -> list:
+    """Leaving the YAML editor: validate and refresh the form."""
+    from roleplay.cards.yaml_io import parse_yaml
+
+    try:
+        data = parse_yaml(yaml_text or "", file=EDITOR_FILE)
+    except CardError as exc:
+        return [*([gr.update()] * len(FORM_FIELDS)), yaml_error_md(exc), "The YAML does not parse."]
+    values = form_values(data)
+    try:
+        draft(yaml_text, None)
+    except CardError as exc:
+        return [*(gr.update(value=v, **u) for v, u in zip(values, _plain_updates(field_updates(exc)))),
+                yaml_error_md(exc), "Fix the error shown."]
+    return [*(gr.update(value=v, info="", elem_classes=[]) for v in values), "", "Valid."]
+
+
+def save(engine: "Engine", yaml_text: str, source: str | None, *values: str) -> list:
+    """Save to the user's card folder, then re-index the card's lines."""
+    from roleplay.cards.yaml_io import dump_card
+
+    try:
+        _data, card = draft(yaml_text, list(values))
+        text = dump_card(card, previous_text=yaml_text)
+        saved = save_to_library(draft(text, None)[1], engine.settings, text=text, source=source)
+    except CardError as exc:
+        return [*field_updates(exc), gr.update(), gr.update(), yaml_error_md(exc),
+                "<span class='error-text'>Not saved: fix the highlighted error.</span>", gr.update()]
+    note = f"Saved to `{html.text(saved.path)}`."
+    try:
+        engine.retriever.index(saved)
+        note += " Re-indexed its lines."
+    except Exception as exc:  # the card is saved; a failed index is reported, not fatal
+        note += f" (Re-index failed: {html.text(exc)}; run `roleplay index {html.text(saved.id)}`.)"
+    return [*field_updates(None), text, str(saved.path), "", note,
+            gr.update(choices=card_choices(engine), value=saved.id)]
+
+
+def preview(engine: "Engine", yaml_text: str, source: str | None, message: str, *values: str) -> str:
+    try:
+        card = attach(draft(yaml_text, list(values))[1], source)
+        prompt = engine.prepare(Turn(card, [], message or "Hello!", user_name=card.user_name))
+    except RoleplayError as exc:
+        return yaml_error_md(exc) if isinstance(exc, CardError) else f"⚠ {html.text(exc)}"
+    return preview_markdown(prompt)
+
+
+def _shown(history: list) -> list[dict]:
+    return [{"role": h["role"], "content": html.text(h["content"])} for h in history]
+
+
+def side_send(engine: "Engine", yaml_text: str, source: str | None, history: list, text: str,
+              *values: str) -> Iterator:
+    """The "Try it" side chat with the unsaved draft (nothing is stored)."""
+    from roleplay.backends.base import SamplingParams
+
+    text = (text or "").strip()
+    shown = _shown(history)
+    if not text:
+        yield shown, history, ""
+        return
+    try:
+        card = attach(draft(yaml_text, list(values))[1], source)
+    except CardError as exc:
+        yield shown + [{"role": "assistant", "content": yaml_error_md(exc)}], history, text
+        return
+    shown = shown + [{"role": "user", "content": html.text(text)}]
+    so_far, reply = "", None
+    try:
+        for item in engine.stream(Turn(card, history, text, user_name=card.user_name),
+                                  SamplingParams(max_tokens=96)):
+            if isinstance(item, str):
+                so_far += item
+                yield shown + [{"role": "assistant", "content": html.text(so_far)}], history, ""
+            else:
+                reply = item
+    except RoleplayError as exc:
+        yield shown + [{"role": "assistant", "content": f"⚠ {html.text(exc)}"}], history, ""
+        return
+    final = reply.text if reply is not None else so_far
+    new_hist = history + [{"role": "user", "name": card.user_name, "content": text},
+                          {"role": "assistant", "name": card.name, "content": final}]
+    yield _shown(new_hist), new_hist, ""
+
+
+def import_upload(engine: "Engine", path: str | None) -> list:
+    """Import, then open the imported card in the editor (as picking it would)."""
+    unchanged = [gr.update()] * (len(FORM_FIELDS) + 5)
+    if not path:
+        unchanged[STATUS_AT] = "Choose a file to import."
+        return [gr.update(), *unchanged]
+    try:
+        from roleplay.cards.importer import import_card
+
+        card = import_card(Path(path), out_dir=engine.settings.user_characters).card
+    except RoleplayError as exc:
+        unchanged[STATUS_AT] = f"<span class='error-text'>⚠ Import failed: {html.text(exc)}</span>"
+        return [gr.update(), *unchanged]
+    loaded = load(engine, card.id)
+    loaded[STATUS_AT] = f"Imported **{html.text(card.name)}** as `{html.text(card.id)}`."
+    return [gr.update(choices=card_choices(engine), value=card.id), *loaded]
+
+
+def export(engine: "Engine", yaml_text: str, source: str | None, fmt: str, *values: str) -> tuple:
+    try:
+        from roleplay.cards.exporter import export_card
+
+        card = attach(draft(yaml_text, list(values))[1], source)
+        version, kind = fmt.lower().split()
+        out = engine.settings.home / "exports" / f"{card.id}.{version}.{kind}"
+        path = export_card(card, fmt=f"{version}-{kind}", out=out)
+    except RoleplayError as exc:
+        return None, f"<span class='error-text'>⚠ Export failed: {html.text(exc)}</span>"
+    return str(path), f"Exported to `{html.text(path)}`."
+
+
+# -- the tab -----------------------------------------------------------------------------
+
+@dataclass
+class AuthorUI:
+    """The Author tab's components that events read or write."""
+
+    card_dd: Any
+    new_btn: Any
+    src: Any
+    fields: list
+    yaml_code: Any
+    yaml_error: Any
+    validate_btn: Any
+    save_btn: Any
+    status: Any
+    avatar_img: Any
+    test_msg: Any
+    preview_btn: Any
+    preview_md: Any
+    side_chat: Any
+    side_hist: Any
+    side_msg: Any
+    upload: Any
+    export_fmt: Any
+    export_btn: Any
+    export_file: Any
+
+
 def build(engine: "Engine") -> None:
     """Lay out the Author tab inside the current Blocks context and wire its events."""
-    import gradio as gr
+    _wire(engine, _layout(engine))
 
-    from roleplay.cards.library import list_card_paths
-    from roleplay.errors import CardError, RoleplayError
 
-    def card_choices() -> list[str]:
-        return sorted(list_card_paths(engine.settings))
-
+def _layout(engine: "Engine") -> AuthorUI:
     with gr.Row():
-        card_dd = gr.Dropdown(choices=card_choices(), value=None, label="Card to edit", scale=3,
+        card_dd = gr.Dropdown(choices=card_choices(engine), value=None, label="Card to edit", scale=3,
                               elem_id="author-card")
         new_btn = gr.Button("New card", size="sm", scale=1)
     src = gr.State(None)
@@ -224,194 +393,34 @@ def build(engine: "Engine") -> None:
             with gr.Accordion("Extract from a book", open=False, elem_id="author-extract"):
                 from . import author_extract
 
-                author_extract.build(engine, card_dd=card_dd, choices=card_choices)
+                author_extract.build(engine, card_dd=card_dd, choices=partial(card_choices, engine))
+    return AuthorUI(card_dd, new_btn, src, fields, yaml_code, yaml_error, validate_btn, save_btn, status,
+                    avatar_img, test_msg, preview_btn, preview_md, side_chat, side_hist, side_msg, upload,
+                    export_fmt, export_btn, export_file)
 
-    def field_updates(err: CardError | None) -> list:
-        """Inline errors: the form field named by ``err`` turns red with the reason."""
-        base = None
-        if err is not None and err.field:
-            base = err.field.replace("[", ".").split(".")[0]
-        out = []
-        for name, label, _ in FORM_FIELDS:
-            if name == base:
-                out.append(gr.update(info=f"⚠ {err.reason}", elem_classes=["field-error"]))
-            else:
-                out.append(gr.update(info="", elem_classes=[]))
-        return out
 
-    def yaml_error_md(err: CardError | None) -> str:
-        if err is None:
-            return ""
-        where = (f"line {err.line}: " if err.line else "") + (f"{err.field}: " if err.field else "")
-        return f"<span class='error-text'>⚠ {html.text(where + err.reason)}</span>"
-
-    def load(card_id: str | None):
-        from roleplay.cards import find_card
-        from roleplay.cards.yaml_io import parse_yaml, read_text
-
-        if not card_id:
-            return [gr.update()] * (len(fields) + 5)
-        try:
-            path = find_card(card_id, engine.settings)
-            text = read_text(path)
-            values = form_values(parse_yaml(text, file=str(path)))
-            img = None
-            try:
-                from roleplay.cards import load_card
-
-                img = cards_view.avatar(load_card(path))
-            except CardError:
-                pass
-            return [*values, text, str(path), "", f"Loaded `{html.text(path)}`.", img]
-        except CardError as exc:
-            return [*([gr.update()] * len(fields)), gr.update(), None, yaml_error_md(exc),
-                    "Could not load the card.", None]
-
-    def new_card():
-        from roleplay.cards.yaml_io import parse_yaml
-
-        return [*form_values(parse_yaml(NEW_CARD_YAML, file=EDITOR_FILE)), NEW_CARD_YAML, None, "",
-                "A new card: edit it, then Save.", None]
-
-    load_outputs = [*fields, yaml_code, src, yaml_error, status, avatar_img]
-
-    def sync_from_form(yaml_text: str, *values: str):
-        """Leaving a form field: validate, then merge into the YAML (comments kept)."""
-        from roleplay.cards.yaml_io import dump_card
-
-        try:
-            _data, card = draft(yaml_text, list(values))
-        except CardError as exc:
-            return [*field_updates(exc), gr.update(), yaml_error_md(exc), "Fix the highlighted field."]
-        return [*field_updates(None), dump_card(card, previous_text=yaml_text), "", "Valid."]
-
-    def sync_from_yaml(yaml_text: str):
-        """Leaving the YAML editor: validate and refresh the form."""
-        from roleplay.cards.yaml_io import parse_yaml
-
-        try:
-            data = parse_yaml(yaml_text or "", file=EDITOR_FILE)
-        except CardError as exc:
-            return [*([gr.update()] * len(fields)), yaml_error_md(exc), "The YAML does not parse."]
-        values = form_values(data)
-        try:
-            draft(yaml_text, None)
-        except CardError as exc:
-            return [*(gr.update(value=v, **u) for v, u in zip(values, _plain_updates(field_updates(exc)))),
-                    yaml_error_md(exc), "Fix the error shown."]
-        return [*(gr.update(value=v, info="", elem_classes=[]) for v in values), "", "Valid."]
-
-    def validate(yaml_text: str, *values: str):
-        out = sync_from_form(yaml_text, *values)
-        return out
-
-    def save(yaml_text: str, source: str | None, *values: str):
-        from roleplay.cards.yaml_io import dump_card
-
-        try:
-            _data, card = draft(yaml_text, list(values))
-            text = dump_card(card, previous_text=yaml_text)
-            target, saved = save_draft(engine, text, source)
-        except CardError as exc:
-            return [*field_updates(exc), gr.update(), gr.update(), yaml_error_md(exc),
-                    "<span class='error-text'>Not saved: fix the highlighted error.</span>", gr.update()]
-        note = f"Saved to `{html.text(target)}`."
-        try:
-            engine.retriever.index(saved)
-            note += " Re-indexed its lines."
-        except Exception as exc:  # the card is saved; a failed index is reported, not fatal
-            note += f" (Re-index failed: {html.text(exc)}; run `roleplay index {html.text(saved.id)}`.)"
-        return [*field_updates(None), text, str(target), "", note,
-                gr.update(choices=card_choices(), value=saved.id)]
-
-    def preview(yaml_text: str, source: str | None, message: str, *values: str):
-        try:
-            _data, card = draft(yaml_text, list(values))
-            card = attach(card, source)
-            prompt = engine.prepare(Turn(card, [], message or "Hello!", user_name=card.user_name))
-        except RoleplayError as exc:
-            return yaml_error_md(exc) if isinstance(exc, CardError) else f"⚠ {html.text(exc)}"
-        return preview_markdown(prompt)
-
-    def side_send(yaml_text: str, source: str | None, history: list, text: str, *values: str) -> Iterator:
-        from roleplay.backends.base import SamplingParams
-
-        text = (text or "").strip()
-        shown = [{"role": h["role"], "content": html.text(h["content"])} for h in history]
-        if not text:
-            yield shown, history, ""
-            return
-        try:
-            _data, card = draft(yaml_text, list(values))
-            card = attach(card, source)
-        except CardError as exc:
-            yield shown + [{"role": "assistant", "content": yaml_error_md(exc)}], history, text
-            return
-        shown = shown + [{"role": "user", "content": html.text(text)}]
-        so_far, reply = "", None
-        try:
-            for item in engine.stream(Turn(card, history, text, user_name=card.user_name),
-                                      SamplingParams(max_tokens=96)):
-                if isinstance(item, str):
-                    so_far += item
-                    yield shown + [{"role": "assistant", "content": html.text(so_far)}], history, ""
-                else:
-                    reply = item
-        except RoleplayError as exc:
-            yield shown + [{"role": "assistant", "content": f"⚠ {html.text(exc)}"}], history, ""
-            return
-        final = reply.text if reply is not None else so_far
-        new_hist = history + [{"role": "user", "name": card.user_name, "content": text},
-                              {"role": "assistant", "name": card.name, "content": final}]
-        yield [{"role": h["role"], "content": html.text(h["content"])} for h in new_hist], new_hist, ""
-
-    status_at = len(fields) + 3  # where `status` sits in load_outputs
-
-    def import_upload(path: str | None):
-        """Import, then open the imported card in the editor (as picking it would)."""
-        unchanged = [gr.update()] * len(load_outputs)
-        if not path:
-            unchanged[status_at] = "Choose a file to import."
-            return [gr.update(), *unchanged]
-        try:
-            from roleplay.cards.importer import import_card
-
-            card = import_card(Path(path), out_dir=engine.settings.user_characters).card
-        except RoleplayError as exc:
-            unchanged[status_at] = f"<span class='error-text'>⚠ Import failed: {html.text(exc)}</span>"
-            return [gr.update(), *unchanged]
-        loaded = load(card.id)
-        loaded[status_at] = f"Imported **{html.text(card.name)}** as `{html.text(card.id)}`."
-        return [gr.update(choices=card_choices(), value=card.id), *loaded]
-
-    def export(yaml_text: str, source: str | None, fmt: str, *values: str):
-        try:
-            from roleplay.cards.exporter import export_card
-
-            _data, card = draft(yaml_text, list(values))
-            card = attach(card, source)
-            version, kind = fmt.lower().split()
-            out = engine.settings.home / "exports" / f"{card.id}.{version}.{kind}"
-            path = export_card(card, fmt=f"{version}-{kind}", out=out)
-        except RoleplayError as exc:
-            return None, f"<span class='error-text'>⚠ Export failed: {html.text(exc)}</span>"
-        return str(path), f"Exported to `{html.text(path)}`."
-
-    card_dd.input(load, [card_dd], load_outputs, api_name="author_load")
-    new_btn.click(new_card, None, load_outputs, api_name="author_new")
-    form_sync_outputs = [*fields, yaml_code, yaml_error, status]
+def _wire(engine: "Engine", ui: AuthorUI) -> None:
+    fields = ui.fields
+    load_outputs = [*fields, ui.yaml_code, ui.src, ui.yaml_error, ui.status, ui.avatar_img]
+    form_sync_outputs = [*fields, ui.yaml_code, ui.yaml_error, ui.status]
+    ui.card_dd.input(partial(load, engine), [ui.card_dd], load_outputs, api_name="author_load")
+    ui.new_btn.click(new_card, None, load_outputs, api_name="author_new")
     for (name, _label, _lines), box in zip(FORM_FIELDS, fields):
-        box.blur(sync_from_form, [yaml_code, *fields], form_sync_outputs, api_name=f"author_form_{name}",
+        box.blur(sync_from_form, [ui.yaml_code, *fields], form_sync_outputs, api_name=f"author_form_{name}",
                  api_visibility="undocumented")
-    yaml_code.blur(sync_from_yaml, [yaml_code], [*fields, yaml_error, status], api_name="author_yaml_sync")
-    validate_btn.click(validate, [yaml_code, *fields], form_sync_outputs, api_name="author_validate")
-    save_btn.click(save, [yaml_code, src, *fields], [*fields, yaml_code, src, yaml_error, status, card_dd],
-                   api_name="author_save")
-    preview_btn.click(preview, [yaml_code, src, test_msg, *fields], [preview_md], api_name="author_preview")
-    side_msg.submit(side_send, [yaml_code, src, side_hist, side_msg, *fields], [side_chat, side_hist, side_msg],
-                    api_name="author_try")
-    upload.upload(import_upload, [upload], [card_dd, *load_outputs], api_name="author_import")
-    export_btn.click(export, [yaml_code, src, export_fmt, *fields], [export_file, status], api_name="author_export")
+    ui.yaml_code.blur(sync_from_yaml, [ui.yaml_code], [*fields, ui.yaml_error, ui.status],
+                      api_name="author_yaml_sync")
+    ui.validate_btn.click(sync_from_form, [ui.yaml_code, *fields], form_sync_outputs, api_name="author_validate")
+    ui.save_btn.click(partial(save, engine), [ui.yaml_code, ui.src, *fields],
+                      [*fields, ui.yaml_code, ui.src, ui.yaml_error, ui.status, ui.card_dd], api_name="author_save")
+    ui.preview_btn.click(partial(preview, engine), [ui.yaml_code, ui.src, ui.test_msg, *fields], [ui.preview_md],
+                         api_name="author_preview")
+    ui.side_msg.submit(partial(side_send, engine), [ui.yaml_code, ui.src, ui.side_hist, ui.side_msg, *fields],
+                       [ui.side_chat, ui.side_hist, ui.side_msg], api_name="author_try")
+    ui.upload.upload(partial(import_upload, engine), [ui.upload], [ui.card_dd, *load_outputs],
+                     api_name="author_import")
+    ui.export_btn.click(partial(export, engine), [ui.yaml_code, ui.src, ui.export_fmt, *fields],
+                        [ui.export_file, ui.status], api_name="author_export")
 
 
 def _plain_updates(updates: list) -> list[dict]:

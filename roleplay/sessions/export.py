@@ -6,9 +6,10 @@ DPO pairs use TRL's conversational preference format, one JSON object per line:
 reply that has several, so a user's swipe choices become training data for
 ``trl.DPOTrainer`` as is. Trade-off: the prompt is the conversation as the speaking
 character saw it (its own lines as ``assistant``, the rest as ``user`` prefixed with
-the speaker's name in group chats) behind a short system message with its persona, not
-the exact composed prompt (retrieved stories change as the index changes); only complete
-swipes are used, so a half reply never becomes training data.
+the speaker's name in group chats) behind a short system message with its persona (the
+``dpo`` template in the card's language, macros expanded as in a chat), not the exact
+composed prompt (retrieved stories change as the index changes); only complete swipes
+are used, so a half reply never becomes training data.
 """
 from __future__ import annotations
 
@@ -16,8 +17,15 @@ import json
 import time
 from typing import TYPE_CHECKING
 
+from ..cards.macros import expand
+
 if TYPE_CHECKING:
+    from ..cards.schema import Character
+    from ..compose.composer import Composer
     from .session import Session
+
+#: Longest system message of a DPO pair, in characters.
+SYSTEM_CHARS = 2000
 
 
 def to_markdown(session: "Session") -> str:
@@ -40,6 +48,9 @@ def to_markdown(session: "Session") -> str:
 
 def dpo_pairs(session: "Session") -> list[dict]:
     """Preference pairs from every reply with more than one complete swipe."""
+    from ..compose.composer import Composer
+
+    composer = Composer()
     msgs = session.messages
     pairs: list[dict] = []
     for i, m in enumerate(msgs):
@@ -50,8 +61,7 @@ def dpo_pairs(session: "Session") -> list[dict]:
         if chosen is None or len(swipes) < 2:
             continue
         card = session.card(m.character_id)
-        system = f"You are {card.name}." + (f" {card.persona.strip()}" if card.persona.strip() else "")
-        prompt = [{"role": "system", "content": system[:2000]}]
+        prompt = [{"role": "system", "content": _system(composer, card, user_name=session.user_name)}]
         for h in msgs[:i]:
             if not h.complete:
                 continue
@@ -67,6 +77,12 @@ def dpo_pairs(session: "Session") -> list[dict]:
                           "rejected": [{"role": "assistant", "content": s.text}],
                           "session_id": session.id, "message_id": m.id, "character": card.id})
     return pairs
+
+
+def _system(composer: "Composer", card: "Character", *, user_name: str) -> str:
+    """The pair's system message: who the character is (at most `SYSTEM_CHARS`)."""
+    persona = expand(card.persona, char=card.name, user=user_name).strip()
+    return composer.render("dpo", card.language, char=card.name, persona=persona).strip()[:SYSTEM_CHARS]
 
 
 def dpo_jsonl(session: "Session") -> str:
