@@ -3,7 +3,7 @@ reasons, top_p 0, logit_bias, logprobs, penalties, max_tokens clamping, names an
 users, text completions, request ids and the access log, ``<think>`` separation.
 
 Real parts: the SmolLM2 backend, Chroma, uvicorn, the ``openai`` client. One test uses a
-stand-in backend (`ThinkingBackend`, named so) because SmolLM2 never writes ``<think>``.
+stand-in backend (`thinking_backend`, named so) because SmolLM2 never writes ``<think>``.
 """
 from __future__ import annotations
 
@@ -176,22 +176,19 @@ def test_request_ids_and_access_log(api, caplog):
                for line in lines), lines
 
 
-class ThinkingBackend:
-    """Stand-in backend (SmolLM2 never writes ``<think>``): streams a fixed reasoning reply."""
+def thinking_backend():
+    """A stand-in backend (SmolLM2 never writes ``<think>``): streams a fixed reasoning reply."""
+    from roleplay.backends.base import Backend, Piece
 
-    @staticmethod
-    def make():
-        from roleplay.backends.base import Backend, Piece
+    class StandInThinking(Backend):
+        name = "stand-in-thinking"
 
-        class _Thinking(Backend):
-            name = "stand-in-thinking"
+        def _pieces(self, messages, params, *, priority):
+            for text in [" <thi", "nk>The visitor is nervous.", "</th", "ink> Sit down, please."]:
+                yield Piece(text=text)
+            yield Piece(finish_reason="stop", prompt_tokens=10, completion_tokens=6)
 
-            def _pieces(self, messages, params, *, priority):
-                for text in [" <thi", "nk>The visitor is nervous.", "</th", "ink> Sit down, please."]:
-                    yield Piece(text=text)
-                yield Piece(finish_reason="stop", prompt_tokens=10, completion_tokens=6)
-
-        return _Thinking()
+    return StandInThinking()
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -201,7 +198,7 @@ def test_think_blocks_become_reasoning_content(settings, stream):
     from roleplay.engine import Engine
     from roleplay.server.app import create_app
 
-    client = TestClient(create_app(Engine(settings, backend=ThinkingBackend.make())))
+    client = TestClient(create_app(Engine(settings, backend=thinking_backend())))
     r = client.post("/v1/chat/completions", json={"model": SHERLOCK, "stream": stream, "messages": [
         {"role": "user", "content": "Holmes, I need your help."}]})
     assert r.status_code == 200, r.text

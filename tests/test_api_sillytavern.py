@@ -17,10 +17,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from test_api_server import API_KEY, server  # noqa: F401  (the uvicorn fixture, one per module)
+from test_api_server import API_KEY, serving, small_settings
 
 DATA = Path(__file__).parent / "data" / "sillytavern"
 HEADERS = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, backend):
+    from roleplay.engine import Engine
+
+    with serving(Engine(small_settings(tmp_path_factory.mktemp("st-home")), backend=backend)) as url:
+        yield url
 
 
 def body(name: str) -> dict:
@@ -89,7 +97,7 @@ def test_custom_persona_is_built_from_the_client_prompt():
 
 # -- replayed against the server with the real model -----------------------------------------
 
-def test_status_check_lists_the_characters(server):  # noqa: F811
+def test_status_check_lists_the_characters(server):
     spec = body("status.json")
     headers = {k: v.format(api_key=API_KEY) for k, v in spec["headers"].items()}
     r = httpx.request(spec["method"], server + spec["path"], headers=headers)
@@ -99,7 +107,7 @@ def test_status_check_lists_the_characters(server):  # noqa: F811
     assert r.headers["x-request-id"]
 
 
-def test_plain_chat(server):  # noqa: F811
+def test_plain_chat(server):
     r = post(server, "chat.json")
     out = r.json()
     extra = out["roleplay"]
@@ -112,7 +120,7 @@ def test_plain_chat(server):  # noqa: F811
     assert out["id"] == "chatcmpl-" + r.headers["x-request-id"]
 
 
-def test_streamed_chat(server):  # noqa: F811
+def test_streamed_chat(server):
     r = post(server, "chat_stream.json")
     events = sse_events(r)
     assert events[0]["choices"][0]["delta"]["role"] == "assistant"
@@ -123,7 +131,7 @@ def test_streamed_chat(server):  # noqa: F811
 
 
 @pytest.mark.parametrize("name", ["continue.json", "continue_prefill.json"])
-def test_continue_extends_the_partial_message(server, name):  # noqa: F811
+def test_continue_extends_the_partial_message(server, name):
     partial = body(name)["messages"][-1 if name == "continue_prefill.json" else -2]["content"]
     out = post(server, name).json()
     added = out["choices"][0]["message"]["content"]
@@ -135,7 +143,7 @@ def test_continue_extends_the_partial_message(server, name):  # noqa: F811
     assert not added.lstrip().startswith("*")  # nor a new action note glued onto the partial
 
 
-def test_impersonate_writes_the_users_line(server):  # noqa: F811
+def test_impersonate_writes_the_users_line(server):
     out = post(server, "impersonate.json").json()
     line = out["choices"][0]["message"]["content"]
     extra = out["roleplay"]
@@ -145,7 +153,7 @@ def test_impersonate_writes_the_users_line(server):  # noqa: F811
     assert not line.startswith(("Sherlock", "*sets")), line  # not the character's voice or its note
 
 
-def test_empty_send_lets_the_character_speak(server):  # noqa: F811
+def test_empty_send_lets_the_character_speak(server):
     out = post(server, "empty_send.json").json()
     content = out["choices"][0]["message"]["content"]
     extra = out["roleplay"]
@@ -153,7 +161,7 @@ def test_empty_send_lets_the_character_speak(server):  # noqa: F811
     assert extra["note"] and content.startswith(extra["note"]) and len(content) > len(extra["note"])
 
 
-def test_swipes_with_n_are_different(server):  # noqa: F811
+def test_swipes_with_n_are_different(server):
     out = post(server, "swipes_n2.json").json()
     choices = out["choices"]
     assert [c["index"] for c in choices] == [0, 1]
@@ -163,7 +171,7 @@ def test_swipes_with_n_are_different(server):  # noqa: F811
     assert out["usage"]["completion_tokens"] == sum(c["roleplay"]["completion_tokens"] for c in choices)
 
 
-def test_parameter_set_with_logprobs(server):  # noqa: F811
+def test_parameter_set_with_logprobs(server):
     out = post(server, "parameters.json").json()
     choice = out["choices"][0]
     content = choice["logprobs"]["content"]
@@ -177,7 +185,7 @@ def test_parameter_set_with_logprobs(server):  # noqa: F811
     assert generated.strip()[:4] in choice["message"]["content"]
 
 
-def test_custom_persona_speaks_with_notes_from_its_examples(server):  # noqa: F811
+def test_custom_persona_speaks_with_notes_from_its_examples(server):
     out = post(server, "custom.json").json()
     extra = out["roleplay"]
     content = out["choices"][0]["message"]["content"]

@@ -4,7 +4,7 @@
 one, puts it in ``scope["state"]["request_id"]`` for the handlers (completion ids reuse it,
 so a log line and a response can be matched) and in the response headers, and logs one
 line on the ``roleplay.server.access`` logger — ``<id> <method> <path> <status> <ms>`` —
-when the response has been sent completely: for a stream that is after ``[DONE]``, so the
+as the last piece of the response is sent: for a stream that is after ``[DONE]``, so the
 duration is the whole stream. Request bodies are never logged (they hold conversations).
 
 `BodyLimitMiddleware` answers 413 before the app reads an oversized body.
@@ -65,9 +65,9 @@ class AccessLogMiddleware:
                 status = int(message["status"])
                 message = {**message, "headers": [*message.get("headers", []),
                                                   (b"x-request-id", rid.encode("latin-1"))]}
-            await send(message)
             if message["type"] == "http.response.body" and not message.get("more_body"):
-                line()
+                line()  # before the last write, so the line exists once the client has the response
+            await send(message)
 
         try:
             await self.app(scope, receive, wrapped)
