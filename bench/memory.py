@@ -17,7 +17,7 @@ model unless ROLEPLAY_BACKEND/ROLEPLAY_MODEL say otherwise), in a temporary ROLE
    ``handoff_vs_inline`` is their ratio; ``recall_ms_p50`` is the memory cost that stays on
    the critical path (`recall` before generation).
 
-Usage: ``python bench/memory.py [--batch 16] [--llm-limit N] [--latency-messages 6]``
+Usage: ``python bench/memory.py [--batch 16] [--llm-every N] [--latency-messages 6]``
 """
 from __future__ import annotations
 
@@ -46,7 +46,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--max-tokens", type=int, default=300)
-    ap.add_argument("--llm-limit", type=int, default=0, help="model pass on the first N messages only (0: all)")
+    ap.add_argument("--llm-every", type=int, default=1,
+                    help="model pass on every Nth message only (1: all; 3 keeps both languages and every case)")
     ap.add_argument("--small-budget", type=int, default=120)
     ap.add_argument("--latency-messages", type=int, default=6)
     args = ap.parse_args()
@@ -86,7 +87,8 @@ def main() -> None:
 
     # the model pass, batched, on the whole set
     backend = get_backend(settings)
-    subset = items[: args.llm_limit] if args.llm_limit else items
+    picked = [i for i in range(len(items)) if i % max(1, args.llm_every) == 0]
+    subset = [items[i] for i in picked]
     t0 = time.perf_counter()
     results = []
     for i in range(0, len(subset), args.batch):
@@ -98,7 +100,7 @@ def main() -> None:
             valid += isinstance(json.loads(raw).get("facts"), list)
         except (ValueError, AttributeError):
             pass
-    combined = [merge(r, m) for r, (_, m) in zip(rule_facts, results)]
+    combined = [merge(rule_facts[i], m) for i, (_, m) in zip(picked, results)]
 
     # latency: hand-off vs inline, and the critical-path recall
     store = MemoryStore(settings)
@@ -127,8 +129,8 @@ def main() -> None:
         "messages": len(items), "rules": figures(score(items, rule_facts)), "rules_by_lang": by_lang,
         "heldout_messages": len(heldout), "rules_heldout": heldout_rules,
         "llm_messages": len(subset), "llm_json_valid": round(valid / len(subset), 3),
-        "rules_llm": figures(score(subset, combined[: len(subset)])),
-        "rules_only_same_messages": figures(score(subset, rule_facts[: len(subset)])),
+        "rules_llm": figures(score(subset, combined)),
+        "rules_only_same_messages": figures(score(subset, [rule_facts[i] for i in picked])),
         "long_horizon": long, "budget_tokens": budget, "small_budget_tokens": args.small_budget,
         "recall_vs_baseline": round(long["recall"]["recall_at_budget"] / long["baseline_search"]["recall_at_budget"], 3)
         if long["baseline_search"]["recall_at_budget"] else None,

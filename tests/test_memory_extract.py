@@ -50,6 +50,8 @@ def test_rules_reach_f1_09_and_never_lose_an_object(lang):
     ("我叫小雨，最喜欢弹吉他。", ["用户叫小雨。", "用户最喜欢弹吉他。"]),
     # several facts, third parties
     ("I'm Lin and I love hiking.", ["The user's name is Lin.", "The user loves hiking."]),
+    ("Actually, my name is Mei now.", ["The user's name is Mei."]),
+    ("Call me Jo please, everyone does.", ["The user wants to be called Jo."]),
     ("My sister Mei is a nurse.", ["The user's sister Mei is a nurse.", "The user's sister is called Mei."]),
     ("我妹妹小梅是护士。", ["用户的妹妹小梅是护士。"]),
     # change

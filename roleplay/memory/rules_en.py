@@ -112,7 +112,9 @@ _NAME_BAD = {"not", "a", "an", "the", "so", "very", "too", "sorry", "tired", "ha
              "done", "fine", "good", "okay", "ok", "just", "really", "still", "also", "from", "in", "at",
              "going", "trying", "looking", "new", "old", "later", "when", "if", "tomorrow", "anytime",
              "sometime", "maybe", "crazy", "home", "busy", "ready", "afraid", "scared", "glad", "sure",
-             "who", "which", "that", "whose", "is", "was", "has", "had", "will", "would", "does"}
+             "who", "which", "that", "whose", "is", "was", "has", "had", "will", "would", "does",
+             "now", "then", "again", "anyway", "actually", "today", "though", "lol", "haha", "please",
+             "thanks", "btw", "okay", "by", "for", "with", "to", "on", "of"}
 
 
 def name(text: str, *, limit: int = 3, capital: bool = False) -> str:
