@@ -65,9 +65,10 @@ def test_chat_swipes_escaping_and_author_flow(page, app_url, artifacts_dir):
     home = app_url[1]
     shot(page, artifacts_dir, "01_open")
 
-    # pick a character: the greeting appears first
+    # pick a character: a new chat, the greeting first (the page opened with a greeting already)
     pick(page, "Sherlock")
-    wait_for(page, lambda: bot_texts(page), timeout_ms=60_000, what="the greeting")
+    wait_for(page, lambda: "New chat" in page.locator("#chat-status").inner_text() and bot_texts(page),
+             timeout_ms=60_000, what="the greeting")
     assert "(" in bot_texts(page)[0]
     shot(page, artifacts_dir, "02_picked")
 

@@ -45,7 +45,7 @@ def build_app(engine: "Engine") -> "gr.Blocks":
         gr.Markdown("## roleplay — chat with characters")
         with gr.Tabs():
             with gr.Tab("Chat", id="chat") as chat:
-                chat_refresh = chat_tab.build(engine)
+                chat_refresh, chat_open = chat_tab.build(engine)
             with gr.Tab("Author", id="author"):
                 author_tab.build(engine)
             with gr.Tab("Memory", id="memory") as memory:
@@ -57,6 +57,7 @@ def build_app(engine: "Engine") -> "gr.Blocks":
         for tab, (fn, outputs), name in [(chat, chat_refresh, "chat"), (memory, memory_refresh, "memory")]:
             demo.load(fn, None, outputs, api_name=f"{name}_cards_on_load")
             tab.select(fn, None, outputs, api_name=f"{name}_cards_on_open")
+        demo.load(*chat_open, api_name="chat_open")  # a fresh page opens ready to chat
     # Files the UI hands out (card exports) are written under the home folder; Gradio only
     # serves folders it is told about, so `launch` allows exactly this one.
     demo.roleplay_file_dirs = [str(engine.settings.home / "exports")]
