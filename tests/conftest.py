@@ -38,7 +38,7 @@ def settings(roleplay_home):
 
 @pytest.fixture(scope="session")
 def backend():
-    """The real default backend: SmolLM2-135M-Instruct on the CPU via transformers."""
+    """The real default backend: SmolLM2-135M-Instruct (on a CPU machine: llama.cpp, `auto`)."""
     from roleplay.backends import get_backend
     from roleplay.config import Settings
 

@@ -192,6 +192,7 @@ def test_json_schema_constrains_the_output(llama):
     text = llama.generate(messages, greedy(max_tokens=60, json_schema=schema))
     data = json.loads(text)
     assert set(data) == {"name", "age"} and isinstance(data["age"], int)
+    assert "\n" not in text  # compact separators, not a small model's blank lines
 
 
 def test_prompt_cache_is_reused_across_turns(llama):

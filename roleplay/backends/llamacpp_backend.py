@@ -83,7 +83,11 @@ def request_fields(params: SamplingParams) -> dict[str, Any]:
     if params.logprobs is not None:
         fields["n_probs"] = max(1, params.logprobs)
     if params.json_schema is not None:
-        fields["json_schema"] = params.json_schema
+        # subtle: llama.cpp's grammar engine (llguidance) allows any whitespace between JSON
+        # tokens, and a small model then spends half its tokens on blank lines; fix the
+        # separators to json.dumps' (a schema's own "x-guidance" wins)
+        fields["json_schema"] = {"x-guidance": {"whitespace_flexible": False, "item_separator": ", ",
+                                                "key_separator": ": "}, **params.json_schema}
     return fields
 
 
