@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
-from pathlib import Path
+from importlib.util import find_spec
 
 import pytest
 
@@ -46,6 +46,9 @@ def test_auto_picks_llamacpp_for_gguf_on_the_cpu(tmp_path, llama):
     assert pick_backend(Settings.from_env(model=str(folder))) == "transformers"
     assert pick_backend(Settings.from_env(model="HuggingFaceTB/SmolLM2-360M-Instruct")) == "transformers"
     assert pick_backend(Settings.from_env(backend="transformers")) == "transformers"  # --backend wins
+    assert pick_backend(Settings.from_env(device="cpu")) == "llamacpp"
+    if find_spec("vllm") is None:
+        assert pick_backend(Settings.from_env(device="cuda")) == "transformers"  # GGUF on CUDA
     # one loaded model, whichever name reaches it
     assert get_backend(Settings.from_env(backend="llamacpp")) is llama
 

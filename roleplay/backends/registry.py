@@ -89,9 +89,9 @@ def pick_backend(settings: Settings) -> str:
 
 
 def has_cuda(device: str = "auto") -> bool:
-    """Whether generation would run on a CUDA device (``device`` "cpu" says no)."""
-    if device == "cpu":
-        return False
+    """Whether generation would run on a CUDA device (``device`` "cpu"/"cuda…" decide it)."""
+    if device == "cpu" or device.startswith("cuda"):
+        return device != "cpu"
     if not (Path("/dev/nvidiactl").exists() or shutil.which("nvidia-smi")) or find_spec("torch") is None:
         return False
     import torch
