@@ -12,10 +12,16 @@ ROLEPLAY_HOME. Figures, printed as ONE JSON line:
 - ``noop_reindex_s``: `Retriever.index` on the unchanged card from a fresh Retriever
   (what every process start pays), and ``ensure_indexed_s`` on a warm one;
 - ``query_p50_ms`` / ``query_p95_ms``: `Retriever.stories` for 1–3 message conversations
-  (hybrid, 1500-token budget), after ``first_query_ms`` (loads the per-character cache);
-  ``query_cpu_p50_ms`` is the process CPU time per query, less sensitive to other load.
+  (``hybrid``, the default, 1500-token budget), after ``first_query_ms`` (loads the
+  per-character cache and, for this mixed-language card, the cross-lingual dictionary);
+  ``query_cpu_p50_ms`` is the process CPU time per query, less sensitive to other load;
+  ``weighted_p50_ms`` the previous default (``weighted``) on the same conversations;
+- ``wukong``: the real ChatHaruhi corpus (``--wukong``, default ../shared/data/wukong-scenes):
+  import and index time, query p50, and recall@1/@5/MRR per method on our queries
+  (bench/data/wukong_queries.yaml), with ``mrr_ratio`` = hybrid / weighted;
+- ``hard``: the same table on the hard set that ships in tests/data/retrieval_hard.
 
-Usage: ``python bench/retrieval.py [--stories N] [--queries N]``
+Usage: ``python bench/retrieval.py [--stories N] [--queries N] [--wukong DIR] [--no-quality]``
 """
 from __future__ import annotations
 
@@ -28,7 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 EN_SPEAKERS = ["Holmes", "Watson", "Lestrade", "Mrs. Hudson", "Mycroft", "Irene", "Gregson", "Wiggins"]
@@ -91,6 +98,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--stories", type=int, default=10_000)
     ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--wukong", type=Path, default=ROOT.parent / "shared" / "data" / "wukong-scenes",
+                    help="a ChatHaruhi character folder to import, index and query")
+    ap.add_argument("--no-quality", action="store_true", help="skip the wukong and hard-set tables")
     args = ap.parse_args()
 
     import numpy as np
@@ -140,12 +150,20 @@ def main() -> None:
         t0 = time.perf_counter()
         retriever.ensure_indexed(card)  # the full check: hash every story, read the fingerprint
         ensure_s = time.perf_counter() - t0
-        lat, cpu = [], []
+        lat, cpu, old = [], [], []
         for conv in convs[1:]:
             t0, c0 = time.perf_counter(), time.process_time()
             retriever.stories(card, conv, budget_tokens=1500)
             lat.append((time.perf_counter() - t0) * 1000)
             cpu.append((time.process_time() - c0) * 1000)
+            t0 = time.perf_counter()
+            retriever.stories(card, conv, budget_tokens=1500, method="weighted")
+            old.append((time.perf_counter() - t0) * 1000)
+        quality = {}
+        if not args.no_quality:
+            if args.wukong.is_dir():
+                quality["wukong"] = wukong_figures(args.wukong, Path(home), settings)
+            quality["hard"] = hard_figures(settings)
 
         embed_rate = len(texts) / embed_s
         index_rate = len(texts) / index_s
@@ -160,9 +178,71 @@ def main() -> None:
             "query_p50_ms": round(float(np.percentile(lat, 50)), 2),
             "query_p95_ms": round(float(np.percentile(lat, 95)), 2),
             "query_cpu_p50_ms": round(float(np.percentile(cpu, 50)), 2),
-            "queries": len(lat), "cpus": os.cpu_count(),
+            "weighted_p50_ms": round(float(np.percentile(old, 50)), 2),
+            "queries": len(lat), **quality, "cpus": os.cpu_count(),
             "load_avg_1m": round(os.getloadavg()[0], 2),
-        }))
+        }, ensure_ascii=False))
+
+
+METHODS = ("hybrid", "weighted", "rrf", "vector", "keyword")
+
+
+def quality_figures(retriever, cards: dict, queries: list) -> dict:
+    """recall@1/@5/MRR per method and subset, and hybrid's MRR over weighted's."""
+    from roleplay.store import quality
+
+    table = quality.table(retriever, cards, queries, METHODS)
+    out: dict = {f"{subset}/{method}": s.as_dict() for (subset, method), s in table.items()}
+    base = table[("all", "weighted")].mrr
+    out["mrr_ratio"] = round(table[("all", "hybrid")].mrr / base, 3) if base else None
+    return out
+
+
+def wukong_figures(folder: Path, home: Path, settings) -> dict:
+    """Import the real corpus, index it, time queries and score our queries on it."""
+    import numpy as np
+
+    from roleplay.cards import load_card
+    from roleplay.cards.importer import import_card
+    from roleplay.store import Retriever, quality
+
+    t0 = time.perf_counter()
+    result = import_card(folder, out_dir=home / "imported", card_id="wukong")
+    import_s = time.perf_counter() - t0
+    card = load_card(result.path)
+    retriever = Retriever(settings)
+    t0 = time.perf_counter()
+    stats = retriever.index(card)
+    index_s = time.perf_counter() - t0
+    queries = quality.load_queries(ROOT / "bench" / "data" / "wukong_queries.yaml", card="wukong",
+                                   label=lambda e: f"stories/{e}#0")
+    retriever.stories(card, ["热身"])  # load the per-character cache
+    lat = []
+    for q in queries:
+        t0 = time.perf_counter()
+        retriever.stories(card, q.conversation, budget_tokens=1500)
+        lat.append((time.perf_counter() - t0) * 1000)
+    return {"scenes": result.stories, "items": stats["items"], "windows": stats.get("windows"),
+            "aliases": card.aliases, "import_s": round(import_s, 2), "index_s": round(index_s, 1),
+            "index_embed_s": stats["embed_seconds"], "query_p50_ms": round(float(np.percentile(lat, 50)), 2),
+            "queries": len(queries), **quality_figures(retriever, {"wukong": card}, queries)}
+
+
+def hard_figures(settings) -> dict:
+    """The hard set that ships with the tests: index time and the quality table."""
+    from roleplay.cards import load_card
+    from roleplay.store import Retriever, quality
+
+    data = ROOT / "tests" / "data" / "retrieval_hard"
+    cards = {cid: load_card(data / cid) for cid in ("wren", "qingya")}
+    retriever = Retriever(settings)
+    t0 = time.perf_counter()
+    stats = [retriever.index(card) for card in cards.values()]
+    index_s = time.perf_counter() - t0
+    queries = quality.load_queries(data / "queries.yaml")
+    return {"scenes": sum(s["stories"] for s in stats), "windows": sum(s.get("windows") or 0 for s in stats),
+            "index_s": round(index_s, 1), "queries": len(queries),
+            **quality_figures(retriever, cards, queries)}
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from roleplay.store import Retriever
 from roleplay.store.scenes import story_index
 
 DATA = Path(__file__).parent / "data" / "retrieval"
-METHODS = ["vector", "keyword", "hybrid", "rrf"]
+METHODS = ["vector", "keyword", "hybrid", "weighted", "rrf"]
 
 
 def load_set() -> dict[str, list[dict]]:
@@ -93,3 +93,9 @@ def test_hybrid_beats_single_signals(results):
     hybrid, vector, keyword = (results[("all", m)] for m in ("hybrid", "vector", "keyword"))
     assert hybrid["recall@5"] >= vector["recall@5"]
     assert hybrid["mrr"] > vector["mrr"] and hybrid["mrr"] > keyword["mrr"]
+
+
+def test_easy_set_not_worse_than_previous_default(results):
+    """The new default (calibrated fusion, windows, bridges) keeps what ``weighted`` had here."""
+    hybrid, weighted = results[("all", "hybrid")], results[("all", "weighted")]
+    assert hybrid["recall@5"] >= weighted["recall@5"] and hybrid["mrr"] >= weighted["mrr"]

@@ -7,7 +7,8 @@ every non-blank line, one story per scene, so they can be written as ``stories/*
 beside the card (large corpora stay diffable and out of the YAML). The character's name
 is the most frequent speaker other than narration, cross-checked with the system prompt:
 a frequent speaker the prompt names wins over a chattier one it does not (a scene-heavy
-sidekick must not take over). The persona is the system prompt as written.
+sidekick must not take over). Speakers whose name holds the character's name or is held
+in it (孙悟空 for 悟空) become its ``aliases``. The persona is the system prompt as written.
 
 The jsonl package (ChatHaruhi 2) is read without any hub: each line is a JSON object whose
 ``text`` (or base64 ``enc_text``) is a scene; the line whose embedding column holds the
@@ -177,6 +178,25 @@ def detect_name(scenes: Scenes) -> str | None:
     return ranked[0][0]
 
 
+def detect_aliases(scenes: Scenes, name: str) -> list[str]:
+    """Other speaker names of the same character: a speaker whose name holds ``name`` or is
+    held in it (孙悟空 / 齐天悟空 for 悟空; 悟空 for 孙悟空), most frequent first.
+
+    Trade-off: only containment is trusted; names with nothing in common (行者, 大圣)
+    cannot be told apart from other speakers without reading the story, so the author adds
+    those to ``aliases`` by hand. A group line (``行者、八戒:``) is not an alias.
+    """
+    counts: Counter[str] = Counter()
+    for _name, text in scenes.scenes:
+        for line in text.split("\n"):
+            who = speaker_of(line)
+            if who and who != name and len(who) >= 2 and (name in who or who in name) \
+                    and not re.search(r"[、,，&和与/]", who) and who.casefold() not in NARRATION:
+                counts[who] += 1
+    # subtle: a one-off speaker (假悟空, the impostor) is not the character; twice is the floor.
+    return [who for who, n in counts.most_common(8) if n >= 2]
+
+
 def detect_language(text: str) -> str:
     """``zh``/``ja`` when CJK characters dominate the sample, else ``en``."""
     sample = text[:20000]
@@ -208,7 +228,8 @@ def to_card(scenes: Scenes, *, card_id: str | None, fallback_name: str) -> tuple
     name = detect_name(scenes) or fallback_name
     corpus = "\n".join(t for _n, t in scenes.scenes[:200])
     cid = card_id or slug(name) or slug(fallback_name) or "character"
-    card = Character(id=cid, name=name, language=detect_language(scenes.system_prompt + corpus),
+    card = Character(id=cid, name=name, aliases=detect_aliases(scenes, name),
+                     language=detect_language(scenes.system_prompt + corpus),
                      persona=scenes.system_prompt, style=detect_style(corpus),
                      extensions={"chatharuhi": {"scene_files": len(scenes.scenes)}})
     files: list[tuple[str, str]] = []

@@ -53,7 +53,8 @@ def story_actions(stories: Iterable[Any], card: Character) -> list[str]:
 
     ``stories`` holds `RetrievedStory` objects (their ``.text``) or plain strings.
     """
-    names = {n.strip() for n in (card.name, card.nickname, card.id, card.name.split()[0]) if n and n.strip()}
+    # Lines under any of the character's names (aliases too: 孙悟空 / 悟空 / 行者) are its own.
+    names = {n.strip() for n in (*card.names(), card.id, card.name.split()[0]) if n and n.strip()}
     found: list[str] = []
     for story in stories:
         text = getattr(story, "text", story)

@@ -17,18 +17,37 @@ import hashlib
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from ..errors import ConfigError
 
-_CACHE: dict[str, "Embedder"] = {}
+_CACHE: dict[str, Embedder] = {}
 _LOCK = threading.Lock()
 
 
-class Embedder:
-    """Base class: ``embed(texts) -> (n, dim)`` L2-normalised float32; ``name``, ``dim``."""
+@runtime_checkable
+class Embedder(Protocol):
+    """What retrieval needs from a sentence-embedding model (any object with these works).
+
+    ``embed(texts)`` returns an ``(len(texts), dim)`` float32 array of L2-normalised rows;
+    ``name`` identifies the model (it keys the index, so a new model never mixes spaces).
+    """
+
+    name: str
+    dim: int
+
+    def embed(self, texts: list[str]) -> np.ndarray: ...
+
+
+def embedder_tag(embedder: Embedder) -> str:
+    """A short stable id of ``embedder``'s model (part of collection names)."""
+    return hashlib.sha1(embedder.name.encode("utf-8")).hexdigest()[:8]
+
+
+class BaseEmbedder:
+    """Shared base of our embedders: ``tag`` (see `embedder_tag`) on top of the protocol."""
 
     name: str = ""
     dim: int = 0
@@ -38,8 +57,7 @@ class Embedder:
 
     @property
     def tag(self) -> str:
-        """A short stable id of this model (part of collection names)."""
-        return hashlib.sha1(self.name.encode("utf-8")).hexdigest()[:8]
+        return embedder_tag(self)
 
 
 def _normalise(vectors: np.ndarray) -> np.ndarray:
@@ -50,7 +68,7 @@ def _normalise(vectors: np.ndarray) -> np.ndarray:
     return vectors / norms
 
 
-class USEEmbedder(Embedder):
+class USEEmbedder(BaseEmbedder):
     """Multilingual Universal Sentence Encoder v3 (numpy forward pass, 512-d)."""
 
     name = "use-multilingual-v3"
@@ -74,7 +92,7 @@ class USEEmbedder(Embedder):
         return _normalise(out)
 
 
-class SentenceTransformerEmbedder(Embedder):
+class SentenceTransformerEmbedder(BaseEmbedder):
     """A sentence-transformers model from a local folder (optional ``st`` extra)."""
 
     def __init__(self, path: Path) -> None:

@@ -34,18 +34,17 @@ from ..errors import RoleplayError, StoreError
 from ..tokens import approx_tokens
 from .client import corrupted_error, get_client, rebuild_client
 from .embeddings import Embedder, embedding_function, get_embedder
-from .indexer import card_fingerprint, collection_name, open_collection, sync_collection
+from .indexer import card_fingerprint, collection_name, open_collection, sync_collection, windows_name
+from . import bridge, fusion
 from .keyword import BM25Index
 from .lorebook import LoreHit, match_lore
 
-METHODS = ("hybrid", "rrf", "vector", "keyword")
-#: Weight of the vector signal in ``hybrid`` (keyword gets the rest); tuned on the test set.
-VECTOR_WEIGHT = 0.6
+METHODS = fusion.METHODS
 #: Message weights, newest first: the user's new message counts most.
 MESSAGE_WEIGHTS = (1.0, 0.5, 0.25, 0.125)
-#: Candidates taken from each signal before fusion.
+#: Candidates taken from each signal before fusion (stories; line windows).
 POOL = 50
-RRF_K = 60
+POOL_WINDOWS = 100
 #: Stories skipped for not fitting the budget before the cut stops looking.
 MAX_MISSES = 8
 
@@ -66,6 +65,32 @@ class RetrievedStory:
     source: str
     speakers: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
+    #: Best cosine of the story's line windows (``hybrid``; the vector score otherwise).
+    window_score: float = 0.0
+
+
+@dataclass
+class _Windows:
+    """The line windows of a character's long stories, grouped by story (CSR)."""
+
+    collection: Any
+    row: dict[str, int]          # window id -> row
+    vectors: np.ndarray          # (m, dim) float16, rows sorted by story position
+    parent: np.ndarray           # (m,) story position of each row
+    start: np.ndarray            # (n + 1,) rows of story p are start[p]:start[p + 1]
+
+    def best(self, positions: np.ndarray, qvec: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+        """Each story's best window cosine (its own cosine when it has no windows)."""
+        lo, hi = self.start[positions], self.start[positions + 1]
+        out = fallback.astype(np.float64).copy()
+        has = hi > lo
+        if not has.any():
+            return out
+        rows = np.concatenate([np.arange(a, b) for a, b in zip(lo[has], hi[has])])
+        sims = self.vectors[rows].astype(np.float32) @ qvec
+        best = np.maximum.reduceat(sims, np.concatenate([[0], np.cumsum(hi[has] - lo[has])[:-1]]))
+        out[has] = np.maximum(out[has], best)
+        return out
 
 
 @dataclass
@@ -80,6 +105,8 @@ class _Loaded:
     vectors: np.ndarray          # (n, dim) float16
     bm25: BM25Index
     position: dict[str, int]
+    languages: set[str] = field(default_factory=set)
+    windows: _Windows | None = None
 
 
 class Retriever:
@@ -128,10 +155,12 @@ class Retriever:
                               f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
         return corrupted_error(self.settings.chroma_dir, exc)
 
-    def _collection(self, card_id: str, *, create: bool, metadata: dict | None = None) -> Any | None:
+    def _collection(self, card_id: str, *, create: bool, metadata: dict | None = None,
+                    windows: bool = False) -> Any | None:
+        name = (windows_name if windows else collection_name)(card_id, self.embedder)
         try:
-            return open_collection(self.client, collection_name(card_id, self.embedder),
-                                   embedding_function=self._function(), create=create, metadata=metadata)
+            return open_collection(self.client, name, embedding_function=self._function(), create=create,
+                                   metadata=metadata)
         except Exception as exc:
             raise self._guard("opening the collection", exc) from None
 
@@ -178,7 +207,8 @@ class Retriever:
                     "items": int((col.metadata or {}).get("items", 0)), "added": 0, "updated": 0,
                     "removed": 0, "unchanged": True}
         try:
-            return sync_collection(col, card, self.embedder, fp=fp, progress=progress)
+            wcol = self._collection(card.id, create=True, metadata={"character": card.id}, windows=True)
+            return sync_collection(col, card, self.embedder, fp=fp, progress=progress, windows=wcol)
         except RoleplayError:
             raise
         except Exception as exc:
@@ -197,10 +227,11 @@ class Retriever:
 
     def _drop_collection(self, card_id: str) -> None:
         self._loaded.pop(card_id, None)
-        try:
-            self.client.delete_collection(collection_name(card_id, self.embedder))
-        except Exception:
-            pass  # already gone or unreadable: creating it again is the next step
+        for name in (collection_name(card_id, self.embedder), windows_name(card_id, self.embedder)):
+            try:
+                self.client.delete_collection(name)
+            except Exception:
+                pass  # already gone or unreadable: creating it again is the next step
 
     def ensure_indexed(self, card: Character) -> None:
         """Re-index ``card`` if its stories changed since it was last checked or indexed.
@@ -240,11 +271,22 @@ class Retriever:
         ids = list(got["ids"])
         docs = list(got["documents"] or [])
         metas = list(got["metadatas"] or [{}] * len(ids))
-        emb = got.get("embeddings")
-        vectors = (np.asarray(emb, dtype=np.float16) if emb is not None and len(ids)
-                   else np.zeros((0, self.embedder.dim or 1), dtype=np.float16))
-        return _Loaded(fingerprint=fp, collection=col, ids=ids, docs=docs, metas=metas, vectors=vectors,
-                       bm25=BM25Index(docs), position={i: n for n, i in enumerate(ids)})
+        position = {i: n for n, i in enumerate(ids)}
+        wcol = self._collection(card_id, create=False, windows=True)
+        try:
+            wgot = wcol.get(include=["metadatas", "embeddings"]) if wcol is not None else None
+        except Exception as exc:
+            raise self._guard("reading the index", exc) from None
+        return _Loaded(fingerprint=fp, collection=col, ids=ids, docs=docs, metas=metas,
+                       vectors=self._matrix(got.get("embeddings"), len(ids)), bm25=BM25Index(docs),
+                       position=position, languages={str(m.get("language", "")) for m in metas if m},
+                       windows=_windows(wcol, wgot, position, self._matrix))
+
+    def _matrix(self, emb: Any, n: int) -> np.ndarray:
+        """Stored embeddings as a float16 matrix (1 KB per 512-d vector in memory)."""
+        if emb is None or not n:
+            return np.zeros((0, self.embedder.dim or 1), dtype=np.float16)
+        return np.asarray(emb, dtype=np.float16)
 
     # ----- queries -----------------------------------------------------------------
     def query_vector(self, conversation: list[str]) -> np.ndarray | None:
@@ -290,36 +332,39 @@ class Retriever:
             return []
         qvec = self.query_vector(conversation) if method != "keyword" else None
         terms = BM25Index.query_terms(texts, weights) if method != "vector" else {}
+        if method == "hybrid" and terms:
+            terms = _merge_terms(terms, self._bridged(card, loaded, texts, weights, terms))
 
         pool = min(POOL, n)
         vec_rank: dict[int, int] = {}
+        win_hits: list[int] = []
         if qvec is not None:
-            try:
-                res = loaded.collection.query(query_embeddings=[qvec], n_results=pool, include=[])
-            except Exception:
-                # Another process may have rebuilt the collection (new id, same name):
-                # reopen once before calling the store broken.
-                with self._lock:
-                    self._loaded.pop(card.id, None)
-                loaded = self._ready(card)
-                try:
-                    res = loaded.collection.query(query_embeddings=[qvec], n_results=pool, include=[])
-                except Exception as exc:
-                    raise self._guard("querying", exc) from None
+            res, loaded = self._query(card, loaded, lambda ld: ld.collection, qvec, pool)
             for r, sid in enumerate(res["ids"][0]):
                 pos = loaded.position.get(sid)
                 if pos is not None:
                     vec_rank[pos] = r
+            wins = loaded.windows
+            if method == "hybrid" and wins is not None and len(wins.row):
+                res, loaded = self._query(card, loaded, lambda ld: ld.windows.collection, qvec,
+                                          min(POOL_WINDOWS, len(wins.row)))
+                rows = [wins.row[w] for w in res["ids"][0] if w in wins.row]
+                win_hits = [int(p) for p in dict.fromkeys(wins.parent[rows].tolist())]
         kw_all = loaded.bm25.scores(terms) if terms else np.zeros(n, dtype=np.float32)
         kw_top = _top(kw_all, pool)
         kw_rank = {p: r for r, p in enumerate(kw_top)}
 
-        cands = np.fromiter(dict.fromkeys([*vec_rank, *kw_top]), dtype=np.int64)
+        cands = np.fromiter(dict.fromkeys([*vec_rank, *win_hits, *kw_top]), dtype=np.int64)
         if len(cands) == 0:
             return []
         vec = (loaded.vectors[cands].astype(np.float32) @ qvec) if qvec is not None else np.zeros(len(cands))
+        win = (loaded.windows.best(cands, qvec, vec) if method == "hybrid" and loaded.windows is not None
+               and qvec is not None else vec.astype(np.float64))
         kw = kw_all[cands].astype(np.float64)
-        total = _fuse(method, cands, vec, kw, vec_rank, kw_rank)
+        if method == "hybrid":
+            total = fusion.calibrated(vec, win, kw)
+        else:
+            total = fusion.single(method, cands, vec, kw, vec_rank, kw_rank)
 
         order = np.argsort(-total, kind="stable")
         picked: list[tuple[int, int, int]] = []  # (candidate j, story position, tokens)
@@ -345,11 +390,39 @@ class Retriever:
             out.append(RetrievedStory(
                 id=loaded.ids[pos], text=loaded.docs[pos], score=float(total[j]), vector_score=float(vec[j]),
                 keyword_score=float(kw[j]), tokens=tokens,
-                why=_why(method, vec_rank.get(pos), float(vec[j]), matched.get(pos, [])),
+                why=_why(method, vec_rank.get(pos), float(vec[j]), float(win[j]), matched.get(pos, [])),
+                window_score=float(win[j]),
                 source=str(meta.get("source", "")),
                 speakers=[s for s in str(meta.get("speakers", "")).split(", ") if s],
                 duplicates=_json_list(meta.get("duplicates"))))
         return out
+
+    def _query(self, card: Character, loaded: _Loaded, collection: Callable[[_Loaded], Any],
+               qvec: np.ndarray, n: int) -> tuple[dict, _Loaded]:
+        """One Chroma vector query on ``collection(loaded)``; the result and the index used."""
+        try:
+            return collection(loaded).query(query_embeddings=[qvec], n_results=n, include=[]), loaded
+        except Exception:
+            # Another process may have rebuilt the collection (new id, same name):
+            # reopen once before calling the store broken.
+            with self._lock:
+                self._loaded.pop(card.id, None)
+            loaded = self._ready(card)
+            try:
+                return collection(loaded).query(query_embeddings=[qvec], n_results=n, include=[]), loaded
+            except Exception as exc:
+                raise self._guard("querying", exc) from None
+
+    def _bridged(self, card: Character, loaded: _Loaded, texts: list[str], weights: list[float],
+                 terms: dict[str, float]) -> dict[str, float]:
+        """Extra keyword terms: the card's other names for names in the query, and dictionary
+        translations into the languages of indexed stories written in another script."""
+        extra = bridge.name_terms(terms, bridge.name_groups(card))
+        into = {lang for lang in ("en", "zh") if lang in loaded.languages
+                and any(bridge.has_script(t, "zh" if lang == "en" else "en") for t in texts)}
+        if into:
+            extra = _merge_terms(extra, bridge.dictionary_terms(texts, weights, into=into))
+        return extra
 
     def lore(self, card: Character, conversation: list[str], *, budget_tokens: int = 500,
              count_tokens: Callable[[str], int] | None = None, scan_depth: int = 4) -> list[LoreHit]:
@@ -409,6 +482,15 @@ def _recent(conversation: list[str]) -> tuple[list[str], list[float]]:
     return texts[::-1], weights[::-1]
 
 
+def _merge_terms(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+    """Weighted terms of both, each at its higher weight."""
+    out = dict(a)
+    for t, w in b.items():
+        if w > out.get(t, 0.0):
+            out[t] = w
+    return out
+
+
 def _top(scores: np.ndarray, n: int) -> list[int]:
     """Indices of the ``n`` best positive scores, best first (argpartition: O(len))."""
     if n < len(scores):
@@ -419,26 +501,12 @@ def _top(scores: np.ndarray, n: int) -> list[int]:
     return [int(i) for i in part if scores[i] > 0]
 
 
-def _fuse(method: str, cands: np.ndarray, vec: np.ndarray, kw: np.ndarray,
-          vec_rank: dict[int, int], kw_rank: dict[int, int]) -> np.ndarray:
-    if method == "vector":
-        return vec.astype(np.float64)
-    if method == "keyword":
-        return kw
-    if method == "rrf":
-        return np.array([(1.0 / (RRF_K + vec_rank[int(p)]) if int(p) in vec_rank else 0.0)
-                         + (1.0 / (RRF_K + kw_rank[int(p)]) if int(p) in kw_rank else 0.0) for p in cands])
-    lo, hi = float(vec.min()), float(vec.max())
-    v = (vec - lo) / (hi - lo) if hi > lo else np.ones_like(vec)
-    top = float(kw.max())
-    w = kw / top if top > 0 else np.zeros_like(kw)
-    return VECTOR_WEIGHT * v + (1.0 - VECTOR_WEIGHT) * w
-
-
-def _why(method: str, rank: int | None, vec: float, terms: list[tuple[str, float]]) -> list[str]:
+def _why(method: str, rank: int | None, vec: float, win: float, terms: list[tuple[str, float]]) -> list[str]:
     why = []
     if method != "keyword":
-        why.append(f"vector {vec:.3f}" + (f" (#{rank + 1})" if rank is not None else " (keyword candidate)"))
+        why.append(f"vector {vec:.3f}" + (f" (#{rank + 1})" if rank is not None else " (other candidate)"))
+    if win > vec + 1e-6:
+        why.append(f"best lines {win:.3f}")
     if terms:
         why.append("keywords " + ", ".join(f"{t} {s:.1f}" for t, s in terms))
     return why
@@ -452,3 +520,19 @@ def _json_list(value: Any) -> list[str]:
     except ValueError:
         return []
     return [str(x) for x in out] if isinstance(out, list) else []
+
+
+def _windows(wcol: Any, got: dict | None, position: dict[str, int], matrix: Any) -> _Windows | None:
+    """The loaded window collection, rows sorted by their story's position (None if empty)."""
+    if wcol is None or not got or not got["ids"]:
+        return None
+    metas = got["metadatas"] or [{}] * len(got["ids"])
+    parent = np.array([position.get(str((m or {}).get("parent")), -1) for m in metas], dtype=np.int64)
+    keep = np.flatnonzero(parent >= 0)  # subtle: windows of a story no longer indexed are ignored
+    order = keep[np.argsort(parent[keep], kind="stable")]
+    vectors = matrix(got.get("embeddings"), len(got["ids"]))[order]
+    parent = parent[order]
+    start = np.searchsorted(parent, np.arange(len(position) + 1)).astype(np.int64)
+    ids = [got["ids"][i] for i in order]
+    return _Windows(collection=wcol, row={w: r for r, w in enumerate(ids)}, vectors=vectors,
+                    parent=parent, start=start)

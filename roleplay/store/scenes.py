@@ -4,6 +4,9 @@ A story (a short ChatHaruhi scene, lines ``Name:「…」``) is the retrieval un
 - A story over `MAX_CHUNK_CHARS` is split at line boundaries (a line longer than that at
   sentence ends, then hard) so one 50,000-character scrape cannot fill a prompt budget
   alone; chunks keep their story's source label.
+- A story of `WINDOW_MIN_LINES` lines or more also gets overlapping line windows, indexed
+  beside it (retrieval scores a story by its best window too); shorter stories, the
+  common case in hand-written cards, cost nothing extra.
 - Near-duplicates (common in scraped corpora) are found on the *text*, not embeddings:
   character 4-gram shingles of the normalised text (case, spaces and punctuation
   dropped), MinHash + LSH banding for candidates, exact Jaccard ≥ `DUPLICATE_JACCARD`
@@ -23,6 +26,9 @@ import numpy as np
 from ..tokens import WIDE_CHAR
 
 MAX_CHUNK_CHARS = 2000
+#: Line windows (see `line_windows`): lines per window, lines between starts, and the
+#: shortest story that gets windows.
+WINDOW_LINES, WINDOW_STEP, WINDOW_MIN_LINES = 4, 2, 8
 DUPLICATE_JACCARD = 0.85
 _SHINGLE = 4
 _BANDS, _ROWS = 6, 4  # 24 MinHash values; P(candidate | J=0.85) ≈ 0.99, | J=0.3 ≈ 0.05
@@ -126,6 +132,24 @@ def chunk_text(text: str, *, limit: int = MAX_CHUNK_CHARS) -> list[str]:
     return [c.strip() for c in chunks if c.strip()]
 
 
+def line_windows(text: str, *, size: int | None = None, step: int | None = None,
+                 min_lines: int | None = None) -> list[str]:
+    """Overlapping windows of ``size`` lines, ``step`` apart, of a story with at least
+    ``min_lines`` lines (none for a shorter one: its own embedding is already that sharp).
+
+    A long scene's embedding averages its small talk with its one important exchange; a
+    window's does not, so the exchange can be found (and across languages) by its window.
+    """
+    size, step = size or WINDOW_LINES, step or WINDOW_STEP
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if len(lines) < (min_lines or WINDOW_MIN_LINES):
+        return []
+    starts = list(range(0, len(lines) - size + 1, step))
+    if starts[-1] + size < len(lines):
+        starts.append(len(lines) - size)  # the tail is never left out
+    return ["\n".join(lines[s:s + size]) for s in starts]
+
+
 def build_items(stories: list[tuple[str, str]]) -> tuple[list[Item], int]:
     """Items for ``(source, text)`` stories, near-duplicates collapsed.
 
@@ -219,7 +243,7 @@ def collapse_duplicates(texts: list[str], *, threshold: float = DUPLICATE_JACCAR
     return rep
 
 
-def fingerprint(stories: list[tuple[str, str]], *, embedder: str, version: int) -> str:
+def fingerprint(stories: list[tuple[str, str]], *, embedder: str, version: int | str) -> str:
     """A hash of everything the index depends on: stories, their labels, the embedder.
 
     One join, one encode and one SHA-1 (hardware-accelerated; blake2b measured 10x

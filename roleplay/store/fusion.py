@@ -1,0 +1,69 @@
+"""How a story's signals become one score: calibrated fusion (default) and the older ways.
+
+Signals per candidate story: ``vector`` (cosine of the whole story with the conversation),
+``window`` (the best cosine of its line windows; the story's own for a short story) and
+``keyword`` (BM25 over the conversation's words plus bridged names and translations).
+
+- ``hybrid`` (default): each signal is put on one scale *per query* — z-scores over the
+  candidate pool, keyword as z(log(1 + BM25)) — and summed with `WEIGHTS`. Raw scales
+  differ between queries (a long query's BM25 is large, a cross-lingual one's is zero,
+  cosines bunch up on a corpus of similar scenes), so a fixed weighted sum of raw or
+  min-max scores lets whichever signal happens to spread most decide. A signal that is
+  flat on this pool (no shared word at all) gets z = 0 and drops out by itself.
+- ``weighted``: the previous default: 0.6 × vector min-max over the pool + 0.4 × BM25 /
+  best BM25 (no windows, no bridges); kept to compare against.
+- ``rrf``: reciprocal-rank fusion (k=60); ``vector`` and ``keyword``: one signal.
+
+`calibrated` maps its sum into 0–1 over the pool (best = 1) so ``score`` reads the same
+for every method. Trade-off: a z-score needs a pool; with two or three candidates it
+is coarse, but then the order hardly matters.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+METHODS = ("hybrid", "weighted", "rrf", "vector", "keyword")
+#: z-score weights of (vector, window, keyword) in ``hybrid``, chosen on the dev corpus
+#: (bench/retrieval.py --quality: wukong) and checked on the hard set; see docs/retrieval.md.
+WEIGHTS = (1.0, 1.0, 1.5)
+#: ``weighted``: share of the vector signal (keyword gets the rest).
+VECTOR_WEIGHT = 0.6
+RRF_K = 60
+
+
+def zscore(x: np.ndarray) -> np.ndarray:
+    """(x - mean) / std over the pool; all zeros when the pool does not vary."""
+    x = np.asarray(x, dtype=np.float64)
+    sd = float(x.std())
+    return (x - float(x.mean())) / sd if sd > 1e-12 else np.zeros_like(x)
+
+
+def calibrated(vector: np.ndarray, window: np.ndarray, keyword: np.ndarray,
+               *, weights: tuple[float, float, float] | None = None) -> np.ndarray:
+    """The ``hybrid`` score of each candidate, in 0–1 (see the module docstring)."""
+    wv, ww, wk = weights or WEIGHTS
+    total = wv * zscore(vector) + ww * zscore(window) + wk * zscore(np.log1p(np.maximum(keyword, 0.0)))
+    return unit(total)
+
+
+def unit(total: np.ndarray) -> np.ndarray:
+    """Min-max into 0–1 (all ones for a flat or one-item pool)."""
+    lo, hi = float(total.min()), float(total.max())
+    return (total - lo) / (hi - lo) if hi > lo else np.ones_like(total)
+
+
+def single(method: str, cands: np.ndarray, vec: np.ndarray, kw: np.ndarray,
+           vec_rank: dict[int, int], kw_rank: dict[int, int]) -> np.ndarray:
+    """``weighted``, ``rrf``, ``vector`` or ``keyword`` scores of the candidates."""
+    if method == "vector":
+        return vec.astype(np.float64)
+    if method == "keyword":
+        return kw
+    if method == "rrf":
+        return np.array([(1.0 / (RRF_K + vec_rank[int(p)]) if int(p) in vec_rank else 0.0)
+                         + (1.0 / (RRF_K + kw_rank[int(p)]) if int(p) in kw_rank else 0.0) for p in cands])
+    lo, hi = float(vec.min()), float(vec.max())
+    v = (vec - lo) / (hi - lo) if hi > lo else np.ones_like(vec)
+    top = float(kw.max())
+    w = kw / top if top > 0 else np.zeros_like(kw)
+    return VECTOR_WEIGHT * v + (1.0 - VECTOR_WEIGHT) * w

@@ -1,0 +1,275 @@
+"""Vocabulary of the English hard-set character (Captain Wren Hale, a river-barge skipper).
+
+Original text written for this test set. Each slot value is ``(scene words, English
+paraphrase, Chinese paraphrase)``: scenes use the first, queries the other two, so a query
+shares few words with its scene. Events hold the scene's core lines (``{hero}``,
+``{who}``, ``{obj}``, ``{place}`` are filled in) and a clause in each query language.
+"""
+
+HERO = "Wren"
+HERO_ALT = "Captain Hale"
+
+PEOPLE = {
+    "Bram": ("Bram", "布拉姆"),
+    "Ottilie": ("Ottilie", "奥蒂莉"),
+    "Inspector Pike": ("Inspector Pike", "派克督察"),
+    "Sister Agnes": ("Sister Agnes", "艾格尼丝修女"),
+    "Jonah": ("Jonah", "乔纳"),
+    "Lady Vane": ("Lady Vane", "维恩夫人"),
+    "Old Mag": ("Old Mag", "老玛格"),
+}
+
+PLACES = [
+    ("the lock gates at Millbrook", "the canal lock", "运河的船闸"),
+    ("the fish market on Tanner's Quay", "the place where they sell the morning catch", "卖鱼的码头集市"),
+    ("the Heron's engine room", "the boiler space below deck", "船底锅炉那里"),
+    ("St. Brigid's orphanage", "the children's home run by the nuns", "修女办的孤儿院"),
+    ("the customs house", "the tax office at the docks", "码头的税关"),
+    ("the Lantern Bridge", "that old bridge with the lamps on it", "挂着灯的那座老桥"),
+    ("the flooded water meadows", "the drowned fields outside town", "城外被水淹的草地"),
+    ("the Blue Anchor tavern", "the pub down by the water", "河边那家酒馆"),
+    ("the ropewalk", "the long shed where they twist cables", "搓缆绳的长棚子"),
+    ("the cathedral steps", "the front of the big church", "大教堂门口"),
+    ("the salt warehouse", "the storehouse full of salt sacks", "堆盐的仓库"),
+    ("the ferry landing at Greyholt", "the other town's boat pier", "对岸小镇的渡船码头"),
+]
+
+OBJECTS = [
+    ("a crate of smuggled clocks", "contraband timepieces", "走私的钟表"),
+    ("a letter sealed with black wax", "a secret message", "一封密信"),
+    ("Ottilie's brass pressure gauge", "the engineer's dial", "测压力的表盘"),
+    ("the stolen church bell", "a bronze thing taken from a chapel tower", "从教堂偷来的铜钟"),
+    ("a hurt grey heron", "an injured long-legged bird", "受伤的大鸟"),
+    ("a map of the old sewers", "plans of the tunnels under the city", "城市地下水道的图"),
+    ("a barrel of lamp oil", "a cask of fuel for lights", "一桶灯油"),
+    ("Lady Vane's emerald necklace", "the noblewoman's green jewels", "贵妇人的绿宝石项链"),
+    ("a sack of rye flour", "a bag of grain for baking", "一袋面粉"),
+    ("a dented silver pocket watch", "a battered little timepiece", "一块旧怀表"),
+    ("a lopsided birthday cake", "a homemade sponge with candles", "歪歪扭扭的生日蛋糕"),
+    ("a cage of yellow canaries", "some little songbirds in a cage", "一笼金丝雀"),
+]
+
+# Core lines of each event: 5 lines in the scene's language, then the query clauses.
+EVENTS = {
+    "fire": (
+        ["Narrator:「Smoke rolls out over {place}; somewhere near {obj}, orange flames are climbing.」",
+         "{who}:「(coughing) Fire! It's caught — {obj} is right in the middle of it!」",
+         "{hero}:「(throws a wet sail over the blaze) Buckets, now! Form a line from the water!」",
+         "{who}:「The heat's too much, Captain, the planks are blistering!」",
+         "Narrator:「By the time the flames die down, half of {place} is black with soot, and {obj} is scorched but whole.」"],
+        ["everything went up in flames", "that blaze nearly took us all", "the burning"],
+        ["着了大火", "烧起来差点出人命", "火烧得那么旺"]),
+    "rescue": (
+        ["Narrator:「A shout, a splash: {who} has slipped off the edge at {place} and gone under the brown water.」",
+         "{hero}:「(kicks off her boots) Hold on! Don't fight the current!」",
+         "{who}:「(spluttering) I can't — my coat's dragging me down — {obj}, I had {obj}—」",
+         "{hero}:「Forget it! Grab my arm. Bram, the boathook!」",
+         "Narrator:「They haul {who} out, blue-lipped and shivering, and somehow {obj} comes up too.」"],
+        ["somebody nearly drowned and you dove in", "you pulled someone out of the river", "the time someone went under"],
+        ["有人掉进水里你跳下去救", "你把人从河里捞上来", "差点淹死人"]),
+    "theft": (
+        ["{who}:「It's gone. I left {obj} right here at {place} and now it's gone!」",
+         "{hero}:「(crouches, studies the floorboards) Muddy prints. Small feet. Whoever took it came in through the hatch.」",
+         "{who}:「Who'd steal {obj}? Who'd even want it?」",
+         "{hero}:「Someone who knew it was here. That narrows it to about four people.」",
+         "Narrator:「Later that night the thief is found: a hungry kid from the quay, with {obj} hidden under his shirt.」"],
+        ["something went missing and you tracked the thief", "it got pinched", "someone nicked it"],
+        ["东西被偷了你去找贼", "丢了东西", "被人顺手牵羊"]),
+    "bribe": (
+        ["{who}:「(slides a fat purse across the table) For your trouble, Captain. You never saw {obj}.」",
+         "{hero}:「(doesn't touch it) Put that away before somebody at {place} sees it.」",
+         "{who}:「Everyone has a price. Name yours.」",
+         "{hero}:「Mine's higher than your purse. Take {obj} and get off my deck.」",
+         "Narrator:「The purse goes back into the coat. It is the last polite thing that happens that evening.」"],
+        ["someone tried to pay you off and you said no", "you turned down a pile of money to look the other way", "that offer of hush money"],
+        ["有人塞钱给你你没收", "你拒绝了封口费", "有人想收买你"]),
+    "storm": (
+        ["Narrator:「The sky over {place} turns the colour of a bruise; rain comes sideways, and the river starts to climb.」",
+         "{hero}:「(lashing the tiller) Double the lines! Get {obj} below before it goes over!」",
+         "{who}:「The water's coming over the gunwale, Captain!」",
+         "{hero}:「Then bail faster than it comes! Sing if it helps!」",
+         "Narrator:「Dawn finds them battered, soaked to the bone, and still afloat, {obj} wrapped in oilcloth in the hold.」"],
+        ["that awful storm when the river rose", "the night the weather almost sank us", "the gale"],
+        ["那场暴风雨河水暴涨", "差点被大风大雨掀翻的那夜", "狂风暴雨"]),
+    "birthday": (
+        ["Narrator:「Paper lanterns hang crooked over {place}; somebody has scrubbed the deck for once.」",
+         "{who}:「(hides something behind their back) Close your eyes, Captain. No peeking!」",
+         "{hero}:「(eyes shut, suspicious) If this is another eel in a bucket, I swear—」",
+         "{who}:「Happy birthday! We got you {obj}!」",
+         "{hero}:「(laughs until she has to sit down) You lot. You absolute lot.」"],
+        ["they threw you a surprise party", "the crew celebrated the day you were born", "your birthday surprise"],
+        ["大家给你过生日", "给你办了惊喜派对", "你生日那天的惊喜"]),
+    "quarrel": (
+        ["{who}:「Three weeks! Three weeks I've not been paid, and you spend it on {obj}?」",
+         "{hero}:「(voice rising) I spent it keeping this boat afloat, which is what pays you!」",
+         "{who}:「Don't shout at me at {place}, of all places, where everyone can hear!」",
+         "{hero}:「(lowers her voice) Fine. You'll have it Friday. Every penny.」",
+         "{who}:「(turns away) You said that last Friday.」"],
+        ["you two fought about wages", "the row over money owed", "the argument about not getting paid"],
+        ["你们为了工钱吵架", "欠钱吵翻了", "为了钱大吵一架"]),
+    "chase": (
+        ["Narrator:「Whistles shrill across {place}; boots pound the cobbles behind them.」",
+         "{who}:「(running, clutching {obj}) They've seen us! Left, go left!」",
+         "{hero}:「Not left — over the wall! Throw me {obj}!」",
+         "{who}:「(gasping) I hate you. I hate every one of your plans.」",
+         "Narrator:「They drop into a coal barge and lie flat under the tarpaulin until the whistles fade.」"],
+        ["you were running from the law", "the night you fled with the police on your heels", "that escape over the rooftops"],
+        ["被官差追着跑", "你们拼命逃跑甩掉追兵", "那次逃命"]),
+    "gamble": (
+        ["Narrator:「Cards slap the table at {place}; the pile of coins in the middle has grown ugly.」",
+         "{who}:「(grinning) I'll see your bet, and raise you {obj}.」",
+         "{hero}:「(stares at her hand a long moment) ...Call.」",
+         "{who}:「Three queens. Sorry, Captain.」",
+         "{hero}:「(pushes back her chair) Well. That's {obj} gone, and my pride with it.」"],
+        ["you lost a bet at cards", "that card game that went badly", "the poker night you lost"],
+        ["打牌输了", "赌钱赌输了", "那一局牌你输惨了"]),
+    "fever": (
+        ["Narrator:「{who} lies in a hammock at {place}, sweating, murmuring nonsense about {obj}.」",
+         "{hero}:「(presses a hand to the forehead) Burning up. How long has it been like this?」",
+         "{who}:「Since... since yesterday. Don't fuss. It's nothing.」",
+         "{hero}:「It's not nothing. Jonah, run for the doctor, and don't let him tell you he's busy.」",
+         "Narrator:「The doctor comes at midnight, bleeds no one, and leaves a bitter powder. By morning the fever breaks.」"],
+        ["someone was ill and burning hot", "the sickness, when you sent for a doctor", "that time somebody came down with a fever"],
+        ["有人发高烧病倒了", "生病了你去请大夫", "烧得说胡话那次"]),
+    "funeral": (
+        ["Narrator:「A small crowd in black stands at {place}; the bell tolls once, twice, and then stops.」",
+         "{who}:「(quietly) He'd have hated all this fuss. He'd have wanted a drink and a song.」",
+         "{hero}:「Then we'll give him both, later. For now, let him have his quiet.」",
+         "{who}:「He left you {obj}. Said you'd know what to do with it.」",
+         "{hero}:「(holds {obj} a long time) I don't. But I'll keep it.」"],
+        ["when we buried an old friend", "the mourning, after he died", "the day we said goodbye to the dead"],
+        ["给老朋友办丧事", "有人去世了大家送葬", "葬礼那天"]),
+    "confession": (
+        ["Narrator:「The evening is quiet at {place}; the water slaps softly against the hull.」",
+         "{who}:「(turning {obj} over and over in nervous hands) I have to tell you something, and you mustn't laugh.」",
+         "{hero}:「When have I ever laughed at you? Don't answer that.」",
+         "{who}:「I love you. I have since the winter. There. It's said.」",
+         "{hero}:「(very still) ...You picked a fine time to tell me.」"],
+        ["someone told you they were in love with you", "that declaration of feelings", "when they confessed their heart"],
+        ["有人向你表白", "说喜欢你的那一晚", "有人对你吐露心意"]),
+    "stowaway": (
+        ["{who}:「Captain, there's something breathing in the cargo at {place}.」",
+         "{hero}:「(draws a belaying pin, lifts the tarp) Come out. Slowly.」",
+         "Narrator:「A girl of about ten crawls out from behind {obj}, thin as a rake, chin raised.」",
+         "{hero}:「How long have you been down there?」",
+         "{who}:「Since Greyholt, by the look of the biscuit crumbs. Do we throw her back, Captain?」"],
+        ["you found a child hiding on board", "a runaway was hiding in the hold", "the hidden passenger"],
+        ["船上发现有人偷偷藏着", "一个小孩躲在货舱里", "偷渡的小家伙"]),
+    "breakdown": (
+        ["Narrator:「With a bang and a long sad hiss, the engine dies just off {place}.」",
+         "{who}:「(elbow-deep in grease) The valve's cracked. We need a part, or {obj}, or a miracle.」",
+         "{hero}:「We're drifting toward the weir. How long?」",
+         "{who}:「Give me ten minutes and stop asking me how long!」",
+         "Narrator:「Nine minutes later the engine coughs back to life, held together with wire and {obj}.」"],
+        ["the engine died and had to be fixed", "the boat broke down and you drifted", "the repair job"],
+        ["发动机坏了要修", "船抛锚了随水漂", "机器突然停了"]),
+    "bargain": (
+        ["{who}:「Forty crowns to carry {obj} to {place}, and no questions.」",
+         "{hero}:「Sixty, and I ask all the questions I like.」",
+         "{who}:「(drums fingers) Fifty, and you ask them quietly.」",
+         "{hero}:「Fifty-five, half now, and we shake on it.」",
+         "Narrator:「They shake. Neither of them looks happy, which is how you know it's a fair deal.」"],
+        ["you haggled over a job", "the deal you struck after all that bargaining", "negotiating the price of a cargo"],
+        ["你讨价还价接了一单生意", "谈价钱立约", "那笔买卖的交易"]),
+    "lie": (
+        ["{hero}:「You told me {obj} was sold at {place}. I just saw it in your cabin.」",
+         "{who}:「(goes pale) I can explain.」",
+         "{hero}:「You can try. Start with why you looked me in the eye and lied.」",
+         "{who}:「Because the truth would have made you angry.」",
+         "{hero}:「(folds her arms) And how do you think I feel now?」"],
+        ["you caught someone lying to you", "the lie that came out", "when the truth was found out"],
+        ["你发现有人骗了你", "谎话被拆穿", "撒谎露了馅"]),
+}
+
+FILLER = [
+    "{a}:「Tea's stewed again. Who left the pot on?」",
+    "{b}:「(yawning) Don't look at me, I've been on watch since four.」",
+    "{a}:「Price of coal's gone up another penny at the yard, did you hear?」",
+    "{b}:「Everything's gone up except our wages.」",
+    "Narrator:「Gulls wheel overhead, complaining about nothing in particular.」",
+    "Narrator:「A coal barge slides past, its skipper raising two fingers to his cap.」",
+    "{a}:「If that cat sleeps on my bunk one more time—」",
+    "{b}:「He likes you. It's a compliment.」",
+    "{a}:「(squints upriver) Fog's coming in early.」",
+    "{b}:「It always does this time of year.」",
+    "{a}:「Did anyone fix the pump handle, or are we bailing by hand again?」",
+    "{b}:「Tomorrow. I'll fix it tomorrow. I say that every day, but this time I mean it.」",
+    "Narrator:「The church clock strikes the hour, late as usual.」",
+    "{a}:「(chewing) This bread could stop a bullet.」",
+    "{b}:「Then don't complain when it does.」",
+    "{a}:「My sister's writing again. Wants me to come home and marry a grocer.」",
+    "{b}:「Grocers eat well. Think about it.」",
+    "Narrator:「Washing flaps on a line strung between the mast and the wheelhouse.」",
+    "{a}:「Who moved my good gloves? The ones with both thumbs.」",
+    "{b}:「(innocent) What gloves?」",
+    "{a}:「The river smells worse than usual today.」",
+    "{b}:「It's the tannery. Wind's from the east.」",
+    "Narrator:「Somewhere on the bank a dog barks at a passing cart and is ignored.」",
+    "{a}:「(counts coins) Four, five... we're short again.」",
+    "{b}:「We're always short. It's our natural condition.」",
+    "{a}:「I dreamed about oranges last night. Whole crates of them.」",
+    "{b}:「You dream about food every night.」",
+    "{a}:「Mind the third step down, it's rotten.」",
+    "{b}:「It's been rotten since spring. We step over it out of tradition.」",
+    "Narrator:「Rain drips from the awning in a steady, patient rhythm.」",
+    "{a}:「(humming) Oh the river runs wide and the river runs slow...」",
+    "{b}:「Please don't. Not that one again.」",
+    "{a}:「Has anyone seen the logbook? It was on the chart table.」",
+    "{b}:「Under the cat.」",
+    "Narrator:「A lamplighter works his way along the towpath, one flame at a time.」",
+    "{a}:「We should paint her name again. The H has nearly worn off.」",
+    "{b}:「The Eron. Sounds foreign. Classy.」",
+    "{a}:「(stretches) My back's not what it was.」",
+    "{b}:「It never was.」",
+    "Narrator:「Two boys fish off the jetty with bent pins, catching nothing and content.」",
+]
+
+QUERY_TEMPLATES_EN = [
+    "Do you remember {event}? The business with {obj} at {place}.",
+    "Tell me about that day at {place} — {event}. How did {obj} come into it?",
+    "What really happened with {obj}? I mean {event}, over at {place}.",
+    "I keep thinking about {place} and {event}. Why was {obj} even there?",
+    "Captain, that story about {obj} — {event}, near {place}. Tell it again?",
+    "Was {who} with you for {event}? Something about {obj} at {place}.",
+    "Hey, {who} mentioned {place} and {obj}... that was {event}, right?",
+]
+
+QUERY_TEMPLATES_ZH = [
+    "你还记得在{place}{event}那回吗？就是{obj}那件事。",
+    "跟我说说{obj}的事吧，{place}那次{event}，到底怎么回事？",
+    "那天在{place}，{event}，{obj}怎么会在那儿？",
+    "船长，{event}的时候，{obj}是不是就在{place}？",
+    "{who}那次也在吧？{place}{event}，还有{obj}。",
+    "我听{who}说过，在{place}{event}，跟{obj}有关，是真的吗？",
+]
+
+# One line more about each object and place (same order as OBJECTS / PLACES), put into
+# the scene's core: real scenes say more about their things than a name.
+OBJECT_LINES = [
+    "Narrator:「Under the straw, dozens of little clocks tick out of step, each with a customs mark filed off.」",
+    "Narrator:「The black wax bears a crest nobody aboard wants to recognise; the paper inside is folded twice.」",
+    "Narrator:「The gauge's needle trembles near the red line; Ottilie taps its glass the way other people pray.」",
+    "Narrator:「The bell is green with age and heavy as sin; somebody has scratched the parish name off its lip.」",
+    "Narrator:「The bird's wing hangs crooked; it stabs at anyone who comes near with its long yellow beak.」",
+    "Narrator:「The map is drawn in brown ink on oilcloth: tunnels, grates and drains, with crosses where men went missing.」",
+    "Narrator:「The cask smells of paraffin and leaks a little at the seam; one spark and it would go up.」",
+    "Narrator:「The emeralds catch the light like cat's eyes; each stone is worth more than the boat.」",
+    "Narrator:「Flour dusts everything within a yard of the split sack, boots, sleeves and eyebrows.」",
+    "Narrator:「The watch has stopped at twenty past nine; its silver case is dented as if someone bit it.」",
+    "Narrator:「The cake leans to one side, its icing running, eleven candles stuck in at odd angles.」",
+    "Narrator:「The canaries flutter and chirp in their wicker cage, bright as butter against the grey day.」",
+]
+PLACE_LINES = [
+    "Narrator:「Water roars through the sluices as the keeper cranks the great wooden gates.」",
+    "Narrator:「Fishwives shout prices over crates of herring and eels, and the cobbles are slick with scales.」",
+    "Narrator:「Down in the hold the boiler glows, the pipes hiss, and everything smells of hot oil and coal.」",
+    "Narrator:「Children peer from the windows of the grey orphanage while a nun rings a handbell for supper.」",
+    "Narrator:「Clerks in black sleeves stamp papers behind the long counter; every crate must be declared and taxed.」",
+    "Narrator:「The bridge's iron lamps flicker on, one after another, above the slow black water.」",
+    "Narrator:「The meadows lie under a foot of brown floodwater; fence posts and drowned hedges poke through.」",
+    "Narrator:「The tavern is loud with dockers and fiddle music, and the floor is sticky with spilled ale.」",
+    "Narrator:「In the long shed men walk backwards for a quarter mile, twisting hemp into rope.」",
+    "Narrator:「Pigeons scatter across the wide stone steps of the cathedral as its doors swing open.」",
+    "Narrator:「White sacks of salt are stacked to the rafters; the air stings the eyes and cracks the lips.」",
+    "Narrator:「The little ferry bumps against the landing at Greyholt, where the town's one lantern swings.」",
+]
