@@ -212,3 +212,21 @@ def test_open_webui_user_headers_fill_the_gaps(settings):
         {"role": "user", "name": "Lin", "content": "Hi."}]})
     turn = build_turn(card, named, client_user="owui-17", client_name="Mei")
     assert (turn.memory_user, turn.user_name) == ("u-1", "Lin")  # the body wins
+
+
+@pytest.mark.parametrize("name, mode", [("impersonate.json", "impersonate"), ("empty_send.json", "reply"),
+                                        ("continue.json", "continue")])
+def test_the_same_bodies_through_the_openai_client(server, name, mode):
+    """The official client sends SillyTavern's bodies too (its extra fields as ``extra_body``)."""
+    from openai import OpenAI
+
+    client = OpenAI(base_url=server + "/v1", api_key=API_KEY, max_retries=0, timeout=600)
+    payload = body(name)
+    known = {"messages", "model", "temperature", "max_tokens", "stream", "presence_penalty",
+             "frequency_penalty", "top_p", "seed", "n", "stop", "logit_bias", "logprobs", "top_logprobs"}
+    out = client.chat.completions.create(**{k: v for k, v in payload.items() if k in known},
+                                         extra_body={k: v for k, v in payload.items() if k not in known})
+    extra = out.model_extra["roleplay"]
+    assert extra["mode"] == mode
+    assert out.choices[0].message.content.strip()
+    assert (extra["note"] == "") == (mode != "reply")  # only a fresh reply opens with a stage note
