@@ -215,3 +215,50 @@ def test_think_blocks_become_reasoning_content(settings, stream):
     assert "The visitor is nervous." in reasoning
     assert "think" not in content and "nervous" not in content
     assert content.endswith("Sit down, please.")
+
+
+@pytest.mark.parametrize("field, value", [("n", 9), ("top_p", 1.5), ("logit_bias", {"abc": 1}),
+                                          ("logit_bias", {"5": 101}), ("top_logprobs", 21), ("max_tokens", 0),
+                                          ("frequency_penalty", -2.5)])
+def test_really_invalid_values_are_400_naming_the_field(settings, field, value):
+    from fastapi.testclient import TestClient
+
+    from roleplay.engine import Engine
+    from roleplay.server.app import create_app
+
+    client = TestClient(create_app(Engine(settings), access_log=False))
+    r = client.post("/v1/chat/completions", json={"model": SHERLOCK, field: value,
+                                                  "messages": [{"role": "user", "content": "Hi"}]})
+    assert r.status_code == 400
+    error = r.json()["error"]
+    assert error["param"] == field and error["code"] == "invalid_value"
+    assert field in error["message"]
+
+
+def test_a_full_backend_is_429_with_retry_after(settings):
+    """A stand-in backend whose wait line is full (the real one needs a flood of requests).
+
+    It refuses at submission, as the transformers scheduler does. A continuation is asked
+    for because the engine yields a fresh reply's stage note before it submits (reported).
+    """
+    from fastapi.testclient import TestClient
+
+    from roleplay.backends.base import Backend, BackendBusy
+    from roleplay.engine import Engine
+    from roleplay.server.app import create_app
+
+    class StandInBusy(Backend):
+        name = "stand-in-busy"
+
+        def _pieces(self, messages, params, *, priority):  # not a generator: refuses on submission
+            raise BackendBusy("the stand-in backend has 64 requests waiting", retry_after=3.0)
+
+    client = TestClient(create_app(Engine(settings, backend=StandInBusy()), access_log=False))
+    r = client.post("/v1/chat/completions", json={"model": SHERLOCK, "n": 2, "stream": True, "messages": [
+        {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "(nods) Good"}]})
+    assert r.status_code == 429
+    assert r.headers["retry-after"] == "3"
+    assert r.json()["error"]["code"] == "rate_limit_exceeded"
+    plain = client.post("/v1/chat/completions", json={"model": SHERLOCK, "messages": [
+        {"role": "user", "content": "Hi"}]})
+    assert plain.status_code == 429 and plain.headers["retry-after"] == "3"
