@@ -157,6 +157,11 @@ def test_text_completions(client):
     assert out.object == "text_completion"
     assert out.choices[0].text.strip()
     assert out.choices[0].finish_reason in ("stop", "length")
+    chunks = list(client.completions.create(model=SHERLOCK, prompt="Good evening, Holmes.", max_tokens=5,
+                                            temperature=0, stream=True))
+    assert "".join(c.choices[0].text for c in chunks) == out.choices[0].text  # greedy: the same text
+    assert [c.choices[0].finish_reason for c in chunks if c.choices[0].finish_reason] == [
+        out.choices[0].finish_reason]
 
 
 def test_model_lookup_and_custom_entry(client):

@@ -230,15 +230,17 @@ def create_app(engine: "Engine", *, api_keys: Iterable[str] | None = None,
         check_key(request)
         from ..engine import Turn
 
-        if body.stream:
-            raise APIError(400, "stream is not supported on /v1/completions; use /v1/chat/completions",
-                           param="stream", code="invalid_value")
         card = await asyncio.to_thread(_load_card, engine, body.model)
         if card is None:
             raise APIError(400, f"{body.model} needs the client's chat messages; use /v1/chat/completions",
                            param="model", code="invalid_value")
         turn = Turn(card=card, user_text=body.prompt_text(), memory_user=body.user or None)
         items, cancels, (params, clamped_from) = await start(body, turn)
+        cid = _request_id(request)
+        if body.stream:
+            return StreamingResponse(_sse_text(items, cancels, cid, body.model, echo=body.prompt_text()
+                                               if body.echo else ""), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         try:
             results = await asyncio.gather(*(_collect(it) for it in items))
         finally:
@@ -249,7 +251,7 @@ def create_app(engine: "Engine", *, api_keys: Iterable[str] | None = None,
                     "finish_reason": r.finish_reason, "logprobs": text_logprobs_body(r.logprobs)} for r in replies]
         clamp = params.max_tokens if clamped_from is not None else None
         usage = usage_body(replies[0].prompt_tokens, sum(r.completion_tokens for r in replies), clamped_to=clamp)
-        return text_completion_body(_request_id(request), body.model, choices, usage=usage)
+        return text_completion_body(cid, body.model, choices, usage=usage)
 
     return app
 
@@ -387,6 +389,40 @@ async def _sse(items: list[Items], cancels: list[Any], cid: str, model: str, tur
     finally:
         for c in cancels:
             c.set()  # a disconnected client stops its generation at the next chunk
+
+
+async def _sse_text(items: list[Items], cancels: list[Any], cid: str, model: str, *,
+                    echo: str) -> AsyncIterator[str]:
+    """Server-sent events of a text completion: text pieces (``<think>`` text left out), a
+    finish piece per choice, ``[DONE]``."""
+    created = int(time.time())
+    splitters = [ThinkSplitter() for _ in items]
+
+    def event(i: int, text: str, finish_reason: str | None = None) -> str:
+        body = text_completion_body(cid, model, [{"text": text, "finish_reason": finish_reason,
+                                                  "logprobs": None}], usage=None)
+        body.pop("usage")
+        body["created"], body["choices"][0]["index"] = created, i
+        return "data: " + json.dumps(body, ensure_ascii=False) + "\n\n"
+
+    try:
+        if echo:
+            for i in range(len(items)):
+                yield event(i, echo)
+        async for i, item in merged(items):
+            if isinstance(item, Exception):
+                err = _as_api_error(item)
+                yield "data: " + json.dumps(error_body(err.message, type=err.type, code=err.code)) + "\n\n"
+                break
+            text = splitters[i].feed(item)[0] if isinstance(item, str) else splitters[i].finish()[0]
+            if text:
+                yield event(i, text)
+            if not isinstance(item, str):
+                yield event(i, "", item.finish_reason)
+        yield "data: [DONE]\n\n"
+    finally:
+        for c in cancels:
+            c.set()
 
 
 def _as_api_error(exc: Exception) -> APIError:

@@ -258,7 +258,7 @@ def chunk_body(cid: str, model: str, created: int, *, delta: dict, index: int = 
     return body
 
 
-def text_completion_body(cid: str, model: str, choices: list[dict], *, usage: dict) -> dict:
+def text_completion_body(cid: str, model: str, choices: list[dict], *, usage: dict | None) -> dict:
     """A legacy text completion; ``choices`` are ``{"text", "finish_reason", "logprobs"}``."""
     return {"id": "cmpl-" + cid, "object": "text_completion", "created": int(time.time()), "model": model,
             "choices": [{"index": i, **c} for i, c in enumerate(choices)], "usage": usage}
