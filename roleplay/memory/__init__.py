@@ -4,7 +4,8 @@
 embedder load only when a store is opened. Modules: `clauses` (what may state a fact),
 `rules_en` / `rules_zh` (patterns), `extract` (rules + the constrained model pass),
 `store` (Chroma, history with valid_from/valid_to), `recall` (what goes in a prompt),
-`summary` (the rolling story summary), `worker` (the background queue).
+`summary` (the rolling story summary), `worker` (the background queue), `fact` (the
+`Fact` record), `scoring` (the labelled sets and the long-horizon script, scored).
 """
 from __future__ import annotations
 
