@@ -189,7 +189,7 @@ def test_conversation_maps_onto_the_engine_turn(settings):
         {"role": "assistant", "content": "(bows) Good day."},
         {"role": "user", "content": "Who are you?", "name": "Lin"},
         {"role": "system", "content": "Keep it short."}]})
-    turn = build_turn(card, body)
+    turn = build_turn(body, card=card)
     assert turn.user_text == "Who are you?" and turn.mode == "reply"
     assert turn.user_name == "Lin"
     assert turn.memory_user == "u-7"

@@ -64,7 +64,7 @@ def test_sillytavern_bodies_map_onto_turns(settings, name, mode, user_text, part
 
     card = get_card("sherlock", settings)
     request = ChatCompletionRequest.model_validate(body(name))
-    turn = build_turn(card, request)
+    turn = build_turn(request, card=card)
     assert turn.mode == mode
     assert turn.user_text.startswith(user_text) and bool(turn.user_text) == bool(user_text)
     assert turn.partial.startswith(partial) and bool(turn.partial) == bool(partial)
@@ -82,7 +82,7 @@ def test_custom_persona_is_built_from_the_client_prompt():
     from roleplay.server.schemas import ChatCompletionRequest
     from roleplay.server.turns import build_turn
 
-    turn = build_turn(None, ChatCompletionRequest.model_validate(body("custom.json")))
+    turn = build_turn(ChatCompletionRequest.model_validate(body("custom.json")), card=None)
     card = turn.card
     assert card.name == "Mira Vale" and turn.user_name == "Tomas"
     assert "airship Kestrel" in card.persona
@@ -205,12 +205,12 @@ def test_open_webui_user_headers_fill_the_gaps(settings):
     card = get_card("sherlock", settings)
     plain = ChatCompletionRequest.model_validate({"model": "roleplay/sherlock",
                                                   "messages": [{"role": "user", "content": "Hi."}]})
-    turn = build_turn(card, plain, client_user="owui-17", client_name="Mei")
+    turn = build_turn(plain, card=card, client_user="owui-17", client_name="Mei")
     assert (turn.memory_user, turn.user_name) == ("owui-17", "Mei")
-    assert (build_turn(card, plain).memory_user, build_turn(card, plain).user_name) == (None, "Watson")
+    assert (build_turn(plain, card=card).memory_user, build_turn(plain, card=card).user_name) == (None, "Watson")
     named = ChatCompletionRequest.model_validate({"model": "roleplay/sherlock", "user": "u-1", "messages": [
         {"role": "user", "name": "Lin", "content": "Hi."}]})
-    turn = build_turn(card, named, client_user="owui-17", client_name="Mei")
+    turn = build_turn(named, card=card, client_user="owui-17", client_name="Mei")
     assert (turn.memory_user, turn.user_name) == ("u-1", "Lin")  # the body wins
 
 

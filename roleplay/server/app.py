@@ -165,7 +165,7 @@ def create_app(engine: "Engine", *, api_keys: Iterable[str] | None = None,
 
     async def start(body: SamplingFields, turn: "Turn") -> tuple[list[Items], list[Any], Any]:
         """Submit the request's ``n`` turns; returns their queues, cancels and the params used."""
-        params, clamped_from = await asyncio.to_thread(_sampling_params, engine, body, turn)
+        params, clamped_from = await asyncio.to_thread(lambda: _sampling_params(engine, body=body, turn=turn))
         per_choice = [params if params.seed is None else params.model_copy(update={"seed": params.seed + i})
                       for i in range(body.n)]
         queues, cancels = [], []
@@ -188,7 +188,7 @@ def create_app(engine: "Engine", *, api_keys: Iterable[str] | None = None,
         check_key(request)
         card = await asyncio.to_thread(_load_card, engine, body.model)
         try:
-            turn = build_turn(card, body, client_user=_header(request, "x-openwebui-user-id"),
+            turn = build_turn(body, card=card, client_user=_header(request, "x-openwebui-user-id"),
                               client_name=_header(request, "x-openwebui-user-name"))
         except ValueError as exc:  # RequestShapeError, or a custom card that does not validate
             raise APIError(400, str(exc).splitlines()[0], param=getattr(exc, "param", "messages"),
@@ -204,7 +204,8 @@ def create_app(engine: "Engine", *, api_keys: Iterable[str] | None = None,
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-            return StreamingResponse(_sse(items, cancels, cid, body.model, turn, include_usage, clamp),
+            return StreamingResponse(_sse(items, cancels=cancels, cid=cid, model=body.model, turn=turn,
+                                          include_usage=include_usage, clamp=clamp),
                                      media_type="text/event-stream", headers=headers)
         try:
             results = await asyncio.gather(*(_collect(it) for it in items))
@@ -214,7 +215,7 @@ def create_app(engine: "Engine", *, api_keys: Iterable[str] | None = None,
         choices, replies = [], []
         for chunks, reply in results:
             content, reasoning = split_think("".join(chunks) if turn.mode == "continue" else reply.text)
-            choices.append({"message": message_body(content, reasoning), "finish_reason": reply.finish_reason,
+            choices.append({"message": message_body(content, reasoning=reasoning), "finish_reason": reply.finish_reason,
                             "logprobs": logprobs_body(reply.logprobs)})
             replies.append(reply)
         usage = usage_body(replies[0].prompt_tokens, sum(r.completion_tokens for r in replies), clamped_to=clamp)
@@ -238,8 +239,9 @@ def create_app(engine: "Engine", *, api_keys: Iterable[str] | None = None,
         items, cancels, (params, clamped_from) = await start(body, turn)
         cid = _request_id(request)
         if body.stream:
-            return StreamingResponse(_sse_text(items, cancels, cid, body.model, echo=body.prompt_text()
-                                               if body.echo else ""), media_type="text/event-stream",
+            echo = body.prompt_text() if body.echo else ""
+            return StreamingResponse(_sse_text(items, cancels=cancels, cid=cid, model=body.model, echo=echo),
+                                     media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         try:
             results = await asyncio.gather(*(_collect(it) for it in items))
@@ -292,7 +294,7 @@ def _load_card(engine: "Engine", model: str):
                        type="server_error", param="model") from None
 
 
-def _sampling_params(engine: "Engine", body: SamplingFields, turn: "Turn") -> tuple[Any, int | None]:
+def _sampling_params(engine: "Engine", *, body: SamplingFields, turn: "Turn") -> tuple[Any, int | None]:
     """``(SamplingParams, the requested max_tokens if it was lowered else None)``.
 
     Loads the backend (its tokenizer counts the prompt estimate and it knows the context).
@@ -310,7 +312,7 @@ def _sampling_params(engine: "Engine", body: SamplingFields, turn: "Turn") -> tu
     card = turn.card if not isinstance(turn.card, str) else engine.card(turn.card)
     requested = body.requested_max_tokens()
     context = getattr(backend, "context_length", None)
-    reserve = prompt_reserve(replace(turn, card=card), engine.settings, backend.count_tokens)
+    reserve = prompt_reserve(replace(turn, card=card), settings=engine.settings, count_tokens=backend.count_tokens)
     try:
         if context and (requested or 0) + reserve > context:
             # The upper estimate does not fit: count the prompt the turn will really send.
@@ -347,7 +349,7 @@ async def _collect(out: Items) -> tuple[list[str], Any]:
     return chunks, reply
 
 
-async def _sse(items: list[Items], cancels: list[Any], cid: str, model: str, turn: "Turn",
+async def _sse(items: list[Items], *, cancels: list[Any], cid: str, model: str, turn: "Turn",
                include_usage: bool, clamp: int | None) -> AsyncIterator[str]:
     """Server-sent events: a role chunk per choice, content chunks (``reasoning_content``
     for ``<think>`` text), a finish chunk per choice, the usage chunk if asked, ``[DONE]``."""
@@ -391,7 +393,7 @@ async def _sse(items: list[Items], cancels: list[Any], cid: str, model: str, tur
             c.set()  # a disconnected client stops its generation at the next chunk
 
 
-async def _sse_text(items: list[Items], cancels: list[Any], cid: str, model: str, *,
+async def _sse_text(items: list[Items], *, cancels: list[Any], cid: str, model: str,
                     echo: str) -> AsyncIterator[str]:
     """Server-sent events of a text completion: text pieces (``<think>`` text left out), a
     finish piece per choice, ``[DONE]``."""

@@ -225,7 +225,7 @@ def usage_body(prompt_tokens: int, completion_tokens: int, *, clamped_to: int | 
     return usage
 
 
-def message_body(content: str, reasoning: str) -> dict:
+def message_body(content: str, *, reasoning: str = "") -> dict:
     message: dict[str, Any] = {"role": "assistant", "content": content}
     if reasoning:
         message["reasoning_content"] = reasoning

@@ -137,7 +137,7 @@ def read_messages(messages: list[ChatMessage], *, continue_final: bool | None = 
     return out
 
 
-def user_name_of(reading: Reading, default: str) -> str:
+def user_name_of(reading: Reading, *, default: str) -> str:
     """The user's name, by the precedence documented above (``default``: the card's)."""
     for m in reversed(reading.chat):
         if m.role == "user" and m.name and m.name.strip():
@@ -155,7 +155,7 @@ def custom_card(reading: Reading, *, user_name: str | None = None) -> Character:
 
     char = (reading.names[0] if reading.names else "") or next(
         (m.name for m in reading.chat if m.role == "assistant" and m.name), None) or "Character"
-    user = user_name or user_name_of(reading, "User")
+    user = user_name or user_name_of(reading, default="User")
     persona = "\n\n".join(t.strip() for t in reading.context)
     stories = ["\n".join(f"{char if role == 'assistant' else user}: {_unprefixed(text, char, user)}"
                          for role, text in block) for block in reading.examples]
@@ -175,7 +175,7 @@ def _unprefixed(text: str, char: str, user: str) -> str:
     return text.strip()
 
 
-def build_turn(card: Character | None, body: ChatCompletionRequest, *, client_user: str | None = None,
+def build_turn(body: ChatCompletionRequest, *, card: Character | None, client_user: str | None = None,
                client_name: str | None = None) -> "Turn":
     """The engine turn for ``body``: against our ``card``, or (None) ``roleplay/custom``.
 
@@ -187,10 +187,10 @@ def build_turn(card: Character | None, body: ChatCompletionRequest, *, client_us
 
     reading = read_messages(body.messages, continue_final=body.continue_final_message)
     if card is None:
-        user_name = user_name_of(reading, client_name or "User")
+        user_name = user_name_of(reading, default=client_name or "User")
         card = custom_card(reading, user_name=user_name)
     else:
-        user_name = user_name_of(reading, client_name or card.user_name)
+        user_name = user_name_of(reading, default=client_name or card.user_name)
         notes = [expand(t, char=card.name, user=user_name).strip() for t in reading.context
                  if len(t.split()) <= CLIENT_NOTE_WORDS]
         if notes:
@@ -211,7 +211,8 @@ def build_turn(card: Character | None, body: ChatCompletionRequest, *, client_us
             user_text = ""  # an empty box: the character speaks next
     instructions = [expand(t, char=card.name, user=user_name) for t in reading.instructions]
     return Turn(card=card, history=history, user_text=user_text, user_name=user_name,
-                memory_user=body.user or client_user or None, mode=reading.mode, partial=partial,  # type: ignore[arg-type]
+                memory_user=body.user or client_user or None, partial=partial,
+                mode=reading.mode,  # type: ignore[arg-type]
                 instructions=instructions)
 
 
@@ -238,7 +239,7 @@ def clamp_max_tokens(requested: int | None, *, context_length: int | None, reser
     return (min(wanted, room), wanted > room)
 
 
-def prompt_reserve(turn: "Turn", settings: Any, count_tokens: Any) -> int:
+def prompt_reserve(turn: "Turn", *, settings: Any, count_tokens: Any) -> int:
     """An upper estimate of the prompt's tokens: the card's fixed text, the budgeted parts
     (stories, lore, memories, history, summary — the composer never exceeds them), the new
     message, the partial text and the trailing instructions, plus template overhead."""
