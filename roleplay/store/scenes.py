@@ -4,7 +4,7 @@ A story (a short ChatHaruhi scene, lines ``Name:「…」``) is the retrieval un
 - A story over `MAX_CHUNK_CHARS` is split at line boundaries (a line longer than that at
   sentence ends, then hard) so one 50,000-character scrape cannot fill a prompt budget
   alone; chunks keep their story's source label.
-- A story of `WINDOW_MIN_LINES` lines or more also gets overlapping line windows, indexed
+- A story of `WINDOW_MIN_LINES` lines or more also gets line windows, indexed
   beside it (retrieval scores a story by its best window too); shorter stories, the
   common case in hand-written cards, cost nothing extra.
 - Near-duplicates (common in scraped corpora) are found on the *text*, not embeddings:
@@ -28,7 +28,7 @@ from ..tokens import WIDE_CHAR
 MAX_CHUNK_CHARS = 2000
 #: Line windows (see `line_windows`): lines per window, lines between starts, and the
 #: shortest story that gets windows.
-WINDOW_LINES, WINDOW_STEP, WINDOW_MIN_LINES = 4, 2, 8
+WINDOW_LINES, WINDOW_STEP, WINDOW_MIN_LINES = 4, 4, 8
 DUPLICATE_JACCARD = 0.85
 _SHINGLE = 4
 _BANDS, _ROWS = 6, 4  # 24 MinHash values; P(candidate | J=0.85) ≈ 0.99, | J=0.3 ≈ 0.05
@@ -134,8 +134,9 @@ def chunk_text(text: str, *, limit: int = MAX_CHUNK_CHARS) -> list[str]:
 
 def line_windows(text: str, *, size: int | None = None, step: int | None = None,
                  min_lines: int | None = None) -> list[str]:
-    """Overlapping windows of ``size`` lines, ``step`` apart, of a story with at least
-    ``min_lines`` lines (none for a shorter one: its own embedding is already that sharp).
+    """Windows of ``size`` lines, ``step`` apart (by default side by side, the last one
+    flush with the end), of a story with at least ``min_lines`` lines (none for a shorter
+    one: its own embedding is already that sharp).
 
     A long scene's embedding averages its small talk with its one important exchange; a
     window's does not, so the exchange can be found (and across languages) by its window.
