@@ -2,21 +2,23 @@
 
 Query path (one turn): the recent messages are embedded (one call; earlier messages come
 from a small cache) and mixed with weights that favour the user's new message; Chroma
-returns the nearest stories; BM25 (in memory, per character) scores the same
-conversation's words; the two are fused, sorted, and cut to the token budget.
+returns the nearest stories and the nearest line windows of long stories; BM25 (in
+memory, per character) scores the conversation's words plus bridged ones (the card's
+other names, dictionary translations: `bridge`); the signals are fused per query
+(`fusion`), sorted, and cut to the token budget.
 
-Fusion (``method``): ``hybrid`` (default) is a weighted sum of the vector cosine,
-rescaled over the candidate pool, and the BM25 score divided by the pool's best;
-``rrf`` is reciprocal-rank fusion; ``vector`` and ``keyword`` use one signal. The
-weighted sum won on the retrieval test set (see docs/retrieval.md): RRF ignores how
-*much* better the top keyword hit is, which is what a rare name signals.
+Fusion (``method``): ``hybrid`` (default) sums z-scores of the story's cosine, its best
+window's cosine and log BM25 over the candidate pool; ``weighted`` (the previous
+default) is 0.6 × min-max cosine + 0.4 × BM25 / best; ``rrf``, ``vector`` and
+``keyword`` are there to compare. Measured in docs/retrieval.md: hybrid wins on the easy,
+the hard and the real (wukong) query sets, most across languages.
 
 Trade-offs: per character the process keeps the documents, the BM25 postings and the
-embeddings (float16, 1 KB per story) in memory, loaded once per index fingerprint, so
-a query costs one small embedding, one Chroma query and a few numpy operations (p50
-≈9 ms, 7 ms of CPU, at 10,000 stories on 2 busy cores; see bench/retrieval.py). Exact
-vector scores of keyword-only candidates come from the in-memory embeddings, not
-another round trip.
+embeddings of stories and windows (float16, 1 KB each) in memory, loaded once per index
+fingerprint, so a query costs one small embedding, two Chroma queries and a few numpy
+operations (see bench/retrieval.py for the figures). Exact vector and window scores of
+candidates found by another signal come from the in-memory embeddings, not another
+round trip.
 """
 from __future__ import annotations
 
