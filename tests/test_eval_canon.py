@@ -219,3 +219,18 @@ def test_a_large_corpus_is_sampled_not_read_whole(monkeypatch):
     att = Attributor(card, embedder=get_embedder())
     assert list(att.count) == [40, 40, 40]           # 1,000+ lines per speaker, 40 embedded
     assert att.rank(att.total[att.speakers.index("Hero")] / 40, exclude=[]) is not None
+
+
+def test_the_leave_out_bridge_drops_the_scene_and_keeps_the_budget(settings):
+    from roleplay.evaluation.leave_out import LeaveOutRetriever
+
+    card = get_card("sherlock", settings)
+    source, text = card.all_stories()[3]
+    retriever = LeaveOutRetriever(settings)
+    query = [line for line in text.splitlines()[:2]]
+    plain = retriever.stories(card, query, budget_tokens=400)
+    assert plain[0].source == source                        # the scene itself ranks first when allowed
+    left_out = retriever.stories(card, query, budget_tokens=400, exclude_sources=[source])
+    assert left_out and source not in {s.source for s in left_out}
+    assert sum(s.tokens for s in left_out) <= 400
+    assert len(retriever.stories(card, query, budget_tokens=400, k=2, exclude_sources=[source])) == 2
