@@ -254,27 +254,51 @@ def test_closing_a_stream_frees_its_slot(llama):
     assert llama.generate(HELLO, greedy(max_tokens=3))
 
 
-def test_users_go_first_background_never_takes_every_slot(settings):
-    """Two slots, one kept for users; a wait line of one, then `BackendBusy`."""
-    small = LlamaCppBackend(settings.model_copy(update={"max_waiting": 1}), n_parallel=2, threads=1)
-    try:
-        long = greedy(max_tokens=400)
-        bg1 = small.stream(HELLO, long, priority=Priority.BACKGROUND)
-        next(bg1)  # holds slot 1
-        bg2 = small.stream(HELLO, long, priority=Priority.BACKGROUND)
-        started = threading.Event()
-        waiting = threading.Thread(target=lambda: (next(bg2), started.set()))
-        waiting.start()
-        while small.admission.waiting == 0:  # bg2 waits: the free slot is kept for users
-            threading.Event().wait(0.01)
-        with pytest.raises(BackendBusy):
-            small.stream(HELLO, greedy(), priority=Priority.USER)
-        assert not started.is_set()
-        bg1.close()  # now bg2 gets the slot the first background request had
-        waiting.join()
-        user = small.stream(HELLO, greedy(max_tokens=3))  # the kept slot
-        assert user.collect() and small.admission.busy == 1
-        bg2.close()
-        assert small.admission.busy == 0
-    finally:
-        small.close()
+@pytest.fixture(scope="module")
+def small():
+    """Two slots (one kept for users) and a wait line of one, on the same GGUF."""
+    backend = LlamaCppBackend(Settings.from_env(max_waiting=1), n_parallel=2, threads=1)
+    yield backend
+    backend.close()
+
+
+def test_full_length_prompts_fit_in_every_slot_at_once(small):
+    """The KV pool holds each slot's whole context (a shared pool that overflows fails
+    every running request)."""
+    words = " ".join(f"item{n}" for n in range(900))
+    prompts = [[{"role": "user", "content": f"List {i}: {words}"}] for i in range(2)]
+    assert all(small.context_length - 600 < len(small.prompt_ids(p)) <= small.context_length - 8 for p in prompts)
+    results: dict[int, str | None] = {}
+
+    def run(i: int) -> None:
+        gen = small.stream(prompts[i], greedy(max_tokens=4))
+        gen.collect()
+        results[i] = gen.finish_reason
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {0: "length", 1: "length"}
+
+
+def test_users_go_first_background_never_takes_every_slot(small):
+    long = greedy(max_tokens=400)
+    bg1 = small.stream(HELLO, long, priority=Priority.BACKGROUND)
+    next(bg1)  # holds slot 1
+    bg2 = small.stream(HELLO, long, priority=Priority.BACKGROUND)
+    started = threading.Event()
+    waiting = threading.Thread(target=lambda: (next(bg2), started.set()))
+    waiting.start()
+    while small.admission.waiting == 0:  # bg2 waits: the free slot is kept for users
+        threading.Event().wait(0.01)
+    with pytest.raises(BackendBusy):  # the wait line (one) is full
+        small.stream(HELLO, greedy(), priority=Priority.USER)
+    assert not started.is_set()
+    bg1.close()  # now bg2 gets the slot the first background request had
+    waiting.join()
+    user = small.stream(HELLO, greedy(max_tokens=3))  # the kept slot
+    assert user.collect() and small.admission.busy == 1
+    bg2.close()
+    assert small.admission.busy == 0
