@@ -5,7 +5,7 @@ Run ``python tests/data/retrieval_hard/generate.py`` to rebuild ``wren/`` (Engli
 data and this script only documents how it was made (seeded: it writes the same bytes).
 
 What makes it hard, on purpose (it mirrors real ChatHaruhi corpora):
-- scenes are long (15–27 lines), with several speakers and narration, and most lines are
+- scenes are long (16–34 lines), with several speakers and narration, and most lines are
   small talk that has nothing to do with the scene's event;
 - every scene is an (event, object, place) situation; 110 per character are query targets,
   and 360 distractors are other situations, most sharing one of the three with a target;
