@@ -26,7 +26,7 @@ import operator
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -315,9 +315,12 @@ class Retriever:
 
     def stories(self, card: Character, conversation: list[str], *, budget_tokens: int = 1500,
                 count_tokens: Callable[[str], int] | None = None, k: int | None = None,
-                method: str = "hybrid") -> list[RetrievedStory]:
+                method: str = "hybrid", exclude_sources: Sequence[str] = ()) -> list[RetrievedStory]:
         """The stories closest to ``conversation`` (oldest first; last = the user's new
         message), most relevant first, within ``budget_tokens`` and at most ``k``.
+        ``exclude_sources`` leaves out stories with those labels (``card:3``,
+        ``stories/a.txt#0``), or whose collapsed near-duplicates carry one — evaluation's
+        leave-one-scene-out; they are dropped before fusion, so they shift no score.
 
         Raises:
             StoreError: the index cannot be read (corrupted store, unreachable server).
@@ -357,6 +360,9 @@ class Retriever:
         kw_rank = {p: r for r, p in enumerate(kw_top)}
 
         cands = np.fromiter(dict.fromkeys([*vec_rank, *win_hits, *kw_top]), dtype=np.int64)
+        if exclude_sources:
+            cands = cands[[not _excluded(loaded.metas[int(p)], set(exclude_sources)) for p in cands]] \
+                if len(cands) else cands
         if len(cands) == 0:
             return []
         vec = (loaded.vectors[cands].astype(np.float32) @ qvec) if qvec is not None else np.zeros(len(cands))
@@ -482,6 +488,12 @@ def _recent(conversation: list[str]) -> tuple[list[str], list[float]]:
                 break
     weights = list(MESSAGE_WEIGHTS[:len(texts)])
     return texts[::-1], weights[::-1]
+
+
+def _excluded(meta: dict | None, excluded: set[str]) -> bool:
+    """True when a story's label, or one of its collapsed near-duplicates', is excluded."""
+    meta = meta or {}
+    return str(meta.get("source", "")) in excluded or bool(excluded.intersection(_json_list(meta.get("duplicates"))))
 
 
 def _merge_terms(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
