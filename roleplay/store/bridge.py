@@ -24,8 +24,12 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .keyword import tokenize
+
+if TYPE_CHECKING:
+    from ..cards.schema import Character
 
 #: Weight of a bridged term relative to the message word it came from.
 BRIDGE_WEIGHT = 0.5
@@ -35,7 +39,6 @@ _MAX_WORD = 4  # longest Chinese dictionary word tried by the greedy segmenter
 
 _ENTRY = re.compile(r"^\S+ (\S+) \[[^\]]*\] /(.*)/\s*$")
 _HAN = re.compile(r"[\u4e00-\u9fff]+")
-_ONLY_HAN = re.compile(r"[\u4e00-\u9fff]+")
 _LATIN = re.compile(r"[A-Za-z]")
 _PAREN = re.compile(r"\([^)]*\)")
 _SKIP_GLOSS = ("variant of", "old variant", "surname ", "CL:", "see ", "used in", "abbr. for", "erhua variant")
@@ -81,7 +84,7 @@ def parse_cedict(text: str) -> Dictionary:
         if not line or line[0] == "#":
             continue
         m = _ENTRY.match(line)
-        if not m or not _ONLY_HAN.fullmatch(m.group(1)):
+        if not m or not _HAN.fullmatch(m.group(1)):
             continue
         word = m.group(1)
         glosses = [g for g in m.group(2).split("/") if g and not g.startswith(_SKIP_GLOSS)]
@@ -172,7 +175,7 @@ def dictionary_terms(texts: list[str], weights: list[float], *, into: set[str],
     return terms
 
 
-def name_groups(card) -> list[list[str]]:  # noqa: ANN001 - a Character
+def name_groups(card: Character) -> list[list[str]]:
     """Synonym groups written by the card's author: its names, and each lorebook entry's
     plain (non-regex) keys when it has more than one."""
     groups = [card.names()]
