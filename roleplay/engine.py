@@ -471,15 +471,17 @@ class Engine:
             cleaner = StreamCleaner(card, speakers=list(turn.others), user_name=turn.user_name)
         text: list[str] = []
         start = time.perf_counter()
-        if turn.mode == "continue":
-            cleaner.feed(turn.partial)  # already shown: cleaned along, not sent again
-        elif prompt.prefill:
-            out = cleaner.feed(prompt.prefill)
-            if out:
-                text.append(out)
-                yield out
+        # subtle: submitted before the note is shown, so a busy backend refuses the turn
+        # (the API's 429) before anything of it was sent
         generation = backend.stream(prompt.messages, params, priority=priority)
         try:
+            if turn.mode == "continue":
+                cleaner.feed(turn.partial)  # already shown: cleaned along, not sent again
+            elif prompt.prefill:
+                out = cleaner.feed(prompt.prefill)
+                if out:
+                    text.append(out)
+                    yield out
             for chunk in generation:
                 out = cleaner.feed(chunk)
                 if out:
@@ -522,6 +524,25 @@ class Engine:
                      finish_reason=generation.finish_reason or "stop", logprobs=generation.logprobs,
                      prompt=prompt)
 
+    def remember(self, turn: Turn, reply: "Reply | str" = "", *, source: str = "",
+                 characters: Sequence[str] | None = None, llm: bool = True) -> None:
+        """Hand the turn's memory work to the background worker (a queue put, microseconds).
+
+        Facts the user told (``turn.user_text``) and the character's promises (``reply``)
+        are stored for ``turn.memory_user`` with each of ``characters`` (default: the
+        turn's card); ``llm`` adds the model pass, at background priority. Nothing without
+        a memory user or a user message. Sessions and the API both call this.
+        """
+        if not turn.memory_user or not turn.user_text.strip() or turn.mode != "reply":
+            return
+        from .memory.store import get_store, remember
+        from .memory.worker import get_worker
+
+        card = self._card(turn.card)
+        get_worker().submit(remember, get_store(self.settings), str(turn.memory_user),
+                            list(characters or [card.id]), turn.user_text, source,
+                            backend=self.backend if llm else None, reply=getattr(reply, "text", reply))
+
     def reply(self, turn: Turn, params: "SamplingParams | None" = None, *, priority: int = 0) -> Reply:
         """Generate one whole reply (`stream` collected)."""
         *_, final = self.stream(turn, params, priority=priority)
@@ -543,7 +564,9 @@ class Engine:
             raise ConfigError(f"reply_batch: {len(per)} sampling parameter sets for {len(turns)} turns")
         if not turns:
             return []
-        self.backend  # load once, before the threads
+        # load once, before the threads (and import the store's modules on one thread:
+        # concurrent first imports of one package can see it half-initialised)
+        self.backend, self.retriever, self.director  # noqa: B018
         workers = min(len(turns), max(1, getattr(self.backend, "max_concurrency", 8)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="roleplay-turns") as pool:
             replies = list(pool.map(lambda tp: self.reply(tp[0], tp[1], priority=priority), zip(turns, per)))

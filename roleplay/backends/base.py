@@ -314,6 +314,9 @@ class Backend(ABC):
     max_concurrency: int = 8
     #: Whether `Generation.logprobs` can be filled (``params.logprobs``).
     supports_logprobs: bool = False
+    #: The wait line in front of the backend's slots, if it has one: `stream` refuses a
+    #: request with `BackendBusy` at once when it is full (before anything is streamed).
+    admission: "Admission | None" = None
     #: Token counts of the last request that finished (tests and benchmarks on an idle
     #: backend; under concurrency read `Generation`'s counts instead).
     last_usage: dict[str, int] = {}
@@ -328,6 +331,8 @@ class Backend(ABC):
         """
         check_messages(messages)
         params = params or SamplingParams()
+        if self.admission is not None:
+            self.admission.check()
         try:
             pieces = iter(self._pieces(messages, params, priority=int(priority)))
         except BackendError:
@@ -409,11 +414,19 @@ class Admission:
         limit = self.slots - (self.reserve_user if entry[0] > Priority.USER else 0)
         return self._busy < limit and min(self._waiting) == entry
 
+    def check(self) -> None:
+        """Raise `BackendBusy` now if a new request would find the wait line full."""
+        with self._cond:
+            self._refuse_if_full()
+
+    def _refuse_if_full(self) -> None:
+        if len(self._waiting) >= self.max_waiting and self._busy >= self.slots:
+            raise BackendBusy(f"the {self.name} backend has {len(self._waiting)} requests waiting "
+                              f"(limit {self.max_waiting}); try again shortly", retry_after=2.0)
+
     def acquire(self, priority: int = Priority.USER) -> None:
         with self._cond:
-            if len(self._waiting) >= self.max_waiting:
-                raise BackendBusy(f"the {self.name} backend has {len(self._waiting)} requests waiting "
-                                  f"(limit {self.max_waiting}); try again shortly", retry_after=2.0)
+            self._refuse_if_full()
             self._ticket += 1
             entry = (int(priority), self._ticket)
             self._waiting.append(entry)

@@ -44,7 +44,7 @@ class OpenAIBackend(Backend):
 
     name = "openai"
 
-    def __init__(self, settings: Settings, *, timeout: float = 120.0) -> None:
+    def __init__(self, settings: Settings, *, timeout: float = 600.0) -> None:
         import openai
 
         if not settings.openai_base_url:
@@ -59,7 +59,7 @@ class OpenAIBackend(Backend):
         self.extensions = True
         self.max_concurrency = settings.max_batch
         self.supports_logprobs = True
-        self._admission = Admission(settings.max_batch, max_waiting=settings.max_waiting, reserve_user=1,
+        self.admission = Admission(settings.max_batch, max_waiting=settings.max_waiting, reserve_user=1,
                                     name=self.name)
         self.model_name = settings.model or self._first_model()
 
@@ -91,11 +91,11 @@ class OpenAIBackend(Backend):
     # -- generation -------------------------------------------------------------------------
     def _pieces(self, messages: list[dict], params: SamplingParams, *, priority: int) -> Iterator[Piece]:
         safe = [{"role": m["role"], "content": neutralize_special(m["content"])} for m in messages]
-        with self._admission.slot(priority):
-            yield from self._stream(safe, params)
+        with self.admission.slot(priority):
+            yield from self._stream(safe, params, priority)
 
-    def _stream(self, messages: list[dict], params: SamplingParams) -> Iterator[Piece]:
-        response, prefill_dropped = self._open(messages, params)
+    def _stream(self, messages: list[dict], params: SamplingParams, priority: int = 0) -> Iterator[Piece]:
+        response, prefill_dropped = self._open(messages, params, priority)
         _, prefill = split_prefill(messages)
         # In plain mode the model starts a new turn; if it repeats the prefill, cut that copy:
         # hold the first characters back until they can no longer be the prefill.
@@ -140,10 +140,10 @@ class OpenAIBackend(Backend):
         except Exception as exc:  # httpx errors when the server dies mid-stream
             raise BackendError(f"the stream from {self.base_url} broke off: {type(exc).__name__}: {exc}") from None
 
-    def _open(self, messages: list[dict], params: SamplingParams) -> tuple[Any, bool]:
+    def _open(self, messages: list[dict], params: SamplingParams, priority: int = 0) -> tuple[Any, bool]:
         """Start a streaming request; ``(response, prefill_dropped)``."""
         head, prefill = split_prefill(messages)
-        extra = _extension_fields(params, prefill=prefill is not None) if self.extensions else {}
+        extra = _extension_fields(params, prefill=prefill is not None, priority=priority) if self.extensions else {}
         if extra:
             try:
                 return self._create(messages if prefill is not None else head, params, extra), False
@@ -191,9 +191,12 @@ class OpenAIBackend(Backend):
         self.client.close()
 
 
-def _extension_fields(params: SamplingParams, *, prefill: bool) -> dict:
-    """vLLM's extra request fields for what plain OpenAI cannot express."""
+def _extension_fields(params: SamplingParams, *, prefill: bool, priority: int = 0) -> dict:
+    """vLLM's extra request fields for what plain OpenAI cannot express (``priority``: vLLM's
+    priority scheduling, and our own server's — background work after users' replies)."""
     extra: dict[str, Any] = {}
+    if priority:
+        extra["priority"] = priority
     if params.top_k:
         extra["top_k"] = params.top_k
     if params.min_p:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..store.fusion import METHODS
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``index`` and ``retrieve`` to the `roleplay` parser."""
@@ -28,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="an earlier message (repeat, oldest first)")
     p.add_argument("-k", type=int, default=None, help="at most N stories (default: as many as fit the budget)")
     p.add_argument("--budget", type=int, default=None, help="story token budget (default: settings, 1500)")
-    p.add_argument("--method", choices=["hybrid", "rrf", "vector", "keyword"], default="hybrid",
+    p.add_argument("--method", choices=list(METHODS), default="hybrid",
                    help="scoring (default: hybrid)")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=cmd_retrieve)

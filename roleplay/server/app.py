@@ -42,6 +42,7 @@ from .reasoning import ThinkSplitter, split_think
 from .schemas import (CUSTOM_MODEL, ChatCompletionRequest, CompletionRequest, SamplingFields, chunk_body,
                       completion_body, error_body, logprobs_body, message_body, model_entry,
                       new_request_id, text_completion_body, text_logprobs_body, usage_body)
+from .raw import complete as raw_complete, raw_model_id
 from .turns import RequestShapeError, build_turn, clamp_max_tokens, dropped_context, prompt_reserve
 
 if TYPE_CHECKING:
@@ -153,6 +154,8 @@ def create_app(engine: "Engine", *, api_keys: Iterable[str] | None = None,
         data = [model_entry(c.id, name=c.name, tags=c.tags, context_length=ctx) for c in cards
                 if c.id != CUSTOM_MODEL]
         data.append(_custom_entry(ctx))
+        data.append({"id": raw_model_id(engine), "object": "model", "created": 0, "owned_by": "roleplay",
+                     "name": "the model itself (no character)", "tags": ["raw"]})
         return {"object": "list", "data": data}
 
     @app.get("/v1/models/{model_id:path}")
@@ -169,8 +172,10 @@ def create_app(engine: "Engine", *, api_keys: Iterable[str] | None = None,
         per_choice = [params if params.seed is None else params.model_copy(update={"seed": params.seed + i})
                       for i in range(body.n)]
         queues, cancels = [], []
-        for p in per_choice:
-            out, cancel = queue.submit(lambda p=p: engine.stream(turn, p))
+        for i, p in enumerate(per_choice):
+            # the first choice's reply feeds the user's memory (once per request)
+            out, cancel = queue.submit(lambda p=p, i=i: _remembering(engine, turn, engine.stream(turn, p))
+                                       if i == 0 else engine.stream(turn, p))
             queues.append(out)
             cancels.append(cancel)
         items = []
@@ -186,6 +191,16 @@ def create_app(engine: "Engine", *, api_keys: Iterable[str] | None = None,
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
         check_key(request)
+        if body.model == raw_model_id(engine):  # the plain model, no character (roleplay.server.raw)
+            from ..backends.base import SamplingParams
+
+            try:
+                params = SamplingParams(**body.sampling(), max_tokens=body.requested_max_tokens() or 200)
+                return await raw_complete(engine, queue, body, params, cid=_request_id(request))
+            except (ValueError, ConfigError) as exc:
+                raise APIError(400, str(exc).splitlines()[0], param="messages", code="invalid_value") from None
+            except Exception as exc:
+                raise _as_api_error(exc) from None
         card = await asyncio.to_thread(_load_card, engine, body.model)
         try:
             turn = build_turn(body, card=card, client_user=_header(request, "x-openwebui-user-id"),
@@ -256,6 +271,15 @@ def create_app(engine: "Engine", *, api_keys: Iterable[str] | None = None,
         return text_completion_body(cid, body.model, choices, usage=usage)
 
     return app
+
+
+def _remembering(engine: "Engine", turn: "Turn", stream: Any) -> Any:
+    """``stream``'s items; once its reply is complete, the turn's memory work is handed to the
+    background worker (facts the ``user`` told; nothing for anonymous requests)."""
+    for item in stream:
+        yield item
+        if not isinstance(item, (str, Exception)) and hasattr(item, "record"):
+            engine.remember(turn, item, source="api")
 
 
 def _custom_entry(context_length: int | None) -> dict:

@@ -58,7 +58,8 @@ async def complete(engine: "Engine", bridge: "StreamBridge", body: ChatCompletio
     from fastapi.responses import JSONResponse, StreamingResponse
 
     messages = raw_messages(body)
-    out, cancel = bridge.submit(lambda: _items(engine.backend.stream(messages, params)))
+    priority = body.priority or 0  # vLLM's field: background work of a front-end waits for users
+    out, cancel = bridge.submit(lambda: _items(engine.backend.stream(messages, params, priority=priority)))
     first = await out.get()
     if isinstance(first, Exception):
         cancel.set()

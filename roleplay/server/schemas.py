@@ -136,6 +136,8 @@ class ChatCompletionRequest(SamplingFields):
     #: OpenAI: return each output token's log-probability (``top_logprobs`` alternatives).
     logprobs: bool | int | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
+    #: vLLM's scheduling priority (lower first); our plain-model route honours it (server/raw.py).
+    priority: int | None = Field(None, ge=-1000, le=1000)
     #: vLLM's switch: continue the final assistant message (True) or answer after it
     #: (False). Unset: the server decides from the conversation (docs/api.md).
     continue_final_message: bool | None = None

@@ -610,14 +610,14 @@ class Session:
         """Hand memory extraction and the rolling summary to the worker (a queue put)."""
         from ..memory.worker import get_worker
 
+        from ..engine import Turn
+
         worker = get_worker()
         settings = _settings_of(self.engine)
         if self.settings.memory and user_text:
-            from ..memory.store import get_store, remember
-
-            backend = self.engine.backend if self.settings.memory_llm else None
-            worker.submit(remember, get_store(settings), self.user_id, list(self.character_ids), user_text,
-                          f"{self.id}:{user_msg_id}", backend=backend)
+            self.engine.remember(Turn(self.card(), user_text=user_text, memory_user=self.user_id), reply,
+                                 source=f"{self.id}:{user_msg_id}", characters=self.character_ids,
+                                 llm=self.settings.memory_llm)
         msgs = [m for m in self.messages if m.complete and m.position >= self.summary_upto]
         from ..memory.summary import history_cut
 
