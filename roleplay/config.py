@@ -61,6 +61,9 @@ class Settings(BaseModel):
     budgets: Budgets = Field(default_factory=Budgets)
     #: Facts about a user are shared by every character (False: each character keeps its own).
     memory_shared_facts: bool = True
+    #: API turns with a ``user`` also run the model pass of fact extraction (background);
+    #: False keeps to the rules (sessions choose per session: ``SessionSettings.memory_llm``).
+    memory_llm: bool = True
 
     def limits(self):
         """The backend's concurrency limits (`roleplay.backends.scheduler.Limits`)."""
@@ -86,11 +89,11 @@ class Settings(BaseModel):
                          ("kv_cache_mb", "ROLEPLAY_KV_CACHE_MB"), ("max_batch", "ROLEPLAY_MAX_BATCH"),
                          ("max_waiting", "ROLEPLAY_MAX_WAITING"),
                          ("max_tokens_in_flight", "ROLEPLAY_MAX_TOKENS_IN_FLIGHT"),
-                         ("prefill_chunk", "ROLEPLAY_PREFILL_CHUNK")]:
+                         ("prefill_chunk", "ROLEPLAY_PREFILL_CHUNK"),
+                         ("memory_shared_facts", "ROLEPLAY_MEMORY_SHARED_FACTS"),
+                         ("memory_llm", "ROLEPLAY_MEMORY_LLM")]:
             if env.get(var):
                 values[key] = env[var]
-        if env.get("ROLEPLAY_MEMORY_SHARED_FACTS"):
-            values["memory_shared_facts"] = env["ROLEPLAY_MEMORY_SHARED_FACTS"]
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
             return cls(**values)

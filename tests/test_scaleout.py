@@ -72,7 +72,10 @@ def cluster(tmp_path):
             port = free_port()
             env = {**base_env, "ROLEPLAY_HOME": str(tmp_path / f"front-{name}"),
                    "ROLEPLAY_BACKEND": "openai", "ROLEPLAY_OPENAI_BASE_URL": f"http://127.0.0.1:{mport}/v1",
-                   "ROLEPLAY_MODEL": model_id, "ROLEPLAY_CHROMA_URL": f"http://127.0.0.1:{cport}"}
+                   "ROLEPLAY_MODEL": model_id, "ROLEPLAY_CHROMA_URL": f"http://127.0.0.1:{cport}",
+                   # rule-based extraction only: the model pass of eight turns would take minutes
+                   # on a CPU model server (the memory tests cover it)
+                   "ROLEPLAY_MEMORY_LLM": "0"}
             procs.append(_start([sys.executable, "-m", "roleplay", "serve", "--port", str(port)], env,
                                 f"http://127.0.0.1:{port}/health"))
             fronts.append(f"http://127.0.0.1:{port}/v1")

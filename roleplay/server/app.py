@@ -279,7 +279,7 @@ def _remembering(engine: "Engine", turn: "Turn", stream: Any) -> Any:
     for item in stream:
         yield item
         if not isinstance(item, (str, Exception)) and hasattr(item, "record"):
-            engine.remember(turn, item, source="api")
+            engine.remember(turn, item, source="api", llm=engine.settings.memory_llm)
 
 
 def _custom_entry(context_length: int | None) -> dict:
