@@ -94,12 +94,12 @@ def main() -> None:
     for i in range(0, len(subset), args.batch):
         results += extract_llm_batch(backend, [x["text"] for x in subset[i:i + args.batch]], max_tokens=args.max_tokens)
     llm_ms = (time.perf_counter() - t0) * 1000 / len(subset)
-    valid = 0
-    for raw, _ in results:
+    valid, invalid = 0, []
+    for item, (raw, _) in zip(subset, results):
         try:
             valid += isinstance(json.loads(raw).get("facts"), list)
         except (ValueError, AttributeError):
-            pass
+            invalid.append(f"{item['text'][:40]} → {raw[-80:]!r} ({len(raw)} chars)")
     combined = [merge(rule_facts[i], m) for i, (_, m) in zip(picked, results)]
 
     # latency: hand-off vs inline, and the critical-path recall
@@ -129,6 +129,7 @@ def main() -> None:
         "messages": len(items), "rules": figures(score(items, rule_facts)), "rules_by_lang": by_lang,
         "heldout_messages": len(heldout), "rules_heldout": heldout_rules,
         "llm_messages": len(subset), "llm_json_valid": round(valid / len(subset), 3),
+        "llm_invalid_examples": invalid[:3],
         "rules_llm": figures(score(subset, combined)),
         "rules_only_same_messages": figures(score(subset, [rule_facts[i] for i in picked])),
         "long_horizon": long, "budget_tokens": budget, "small_budget_tokens": args.small_budget,
