@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="roleplay", description="Role-play chatbot engine with character cards.")
     parser.add_argument("--home", help="data folder (default: $ROLEPLAY_HOME or ~/.roleplay)")
-    parser.add_argument("--backend", help="transformers | vllm | openai | llamacpp (default: transformers)")
+    parser.add_argument("--backend", help="auto | transformers | vllm | openai | llamacpp (default: auto — llama.cpp "
+                        "for GGUF on the CPU, vLLM or transformers on CUDA)")
     parser.add_argument("--model", help="model name, folder or GGUF file (default: SmolLM2-135M-Instruct)")
     parser.add_argument("--chroma-url", help="Chroma server URL (default: embedded store under the data folder)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")

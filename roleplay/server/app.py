@@ -142,7 +142,9 @@ def create_app(engine: "Engine", *, api_keys: Iterable[str] | None = None,
         s = engine.settings
         backend = engine._backend  # not loaded by a health check
         waiting = getattr(getattr(backend, "scheduler", None), "waiting", 0) if backend is not None else 0
-        return {"status": "ok", "backend": s.backend, "model": s.model, "waiting": waiting}
+        from ..backends.registry import pick_backend
+
+        return {"status": "ok", "backend": pick_backend(s), "model": s.model, "waiting": waiting}
 
     @app.get("/v1/models")
     def models(request: Request) -> dict:
