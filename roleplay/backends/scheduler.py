@@ -212,6 +212,9 @@ class Scheduler:
                                        "reused_tokens": req.reused}
         req.put(_END)
         req.cache = None
+        # subtle: under steady load the batch never empties; freed cache buffers must still go
+        # back to the OS (rate-limited inside), or RSS creeps far past the store's budget
+        self.backend._trim_heap()
 
     def _fail(self, req: Request, exc: BaseException) -> None:
         req.put(exc if isinstance(exc, BackendError) else
