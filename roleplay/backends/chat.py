@@ -69,3 +69,22 @@ def _encode(tokenizer: Any, text: str, *, split: bool) -> list[int]:
     if not text:
         return []
     return list(tokenizer(text, add_special_tokens=False, split_special_tokens=split)["input_ids"])
+
+
+class TokenizedPrompts:
+    """Prompt rendering and token counting for backends that hold the model's Hugging Face
+    tokenizer (``self.tokenizer``): transformers, llama.cpp (token-id prompts), vLLM."""
+
+    tokenizer: Any
+
+    def prompt_ids(self, messages: list[dict]) -> list[int]:
+        """Token ids of the rendered prompt (what the backend feeds the model)."""
+        return encode_chat(self.tokenizer, messages).ids
+
+    def render(self, messages: list[dict]) -> str:
+        return encode_chat(self.tokenizer, messages).text
+
+    def count_tokens(self, text: str) -> int:
+        if not text:
+            return 0
+        return len(self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])

@@ -45,7 +45,7 @@ from typing import Any
 from ..config import Settings
 from ..errors import BackendError, ConfigError
 from .base import Admission, Backend, BackendBusy, Piece, Priority, SamplingParams, TokenLogprob
-from .chat import encode_chat
+from .chat import TokenizedPrompts
 from .gguf import DEFAULT_MODEL_NAME, converted_folder, default_gguf
 
 #: Context of one request (prompt + reply); role-play prompts stay well below it.
@@ -95,7 +95,7 @@ def request_fields(params: SamplingParams) -> dict[str, Any]:
     return fields
 
 
-class LlamaCppBackend(Backend):
+class LlamaCppBackend(TokenizedPrompts, Backend):
     """llama.cpp via xllamacpp; see the module docstring."""
 
     name = "llamacpp"
@@ -139,19 +139,6 @@ class LlamaCppBackend(Backend):
             self.server = xllamacpp.Server(p)
         except Exception as exc:
             raise BackendError(f"llama.cpp cannot load {gguf}: {exc}") from None
-
-    # -- prompts and tokens ---------------------------------------------------------------
-    def prompt_ids(self, messages: list[dict]) -> list[int]:
-        """Token ids of the rendered prompt (what `stream` sends to llama.cpp)."""
-        return encode_chat(self.tokenizer, messages).ids
-
-    def render(self, messages: list[dict]) -> str:
-        return encode_chat(self.tokenizer, messages).text
-
-    def count_tokens(self, text: str) -> int:
-        if not text:
-            return 0
-        return len(self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
 
     # -- generation -------------------------------------------------------------------------
     def _pieces(self, messages: list[dict], params: SamplingParams, *, priority: int) -> Iterator[Piece]:

@@ -36,7 +36,7 @@ from typing import Any
 from ..config import Settings
 from ..errors import BackendError, ConfigError
 from .base import Admission, Backend, Generation, Piece, Priority, SamplingParams
-from .chat import encode_chat
+from .chat import TokenizedPrompts
 from .gguf import DEFAULT_MODEL_NAME, resolve_model
 from .scheduler import Limits, Scheduler
 
@@ -60,7 +60,7 @@ def pick_device(device: str) -> str:
     return str(dev)
 
 
-class TransformersBackend(Backend):
+class TransformersBackend(TokenizedPrompts, Backend):
     """SmolLM2 (or any causal LM) through ``transformers``; see the module docstring."""
 
     name = "transformers"
@@ -122,19 +122,6 @@ class TransformersBackend(Backend):
         self.scheduler = Scheduler(self, limits) if self.own_cache else None
         # models with other caches: one request at a time through generate (module docstring)
         self._alone = Admission(1, max_waiting=limits.max_waiting, name=self.name)
-
-    # -- prompts and tokens ---------------------------------------------------------------
-    def prompt_ids(self, messages: list[dict]) -> list[int]:
-        """Token ids of the rendered prompt (what `stream` feeds the model)."""
-        return encode_chat(self.tokenizer, messages).ids
-
-    def render(self, messages: list[dict]) -> str:
-        return encode_chat(self.tokenizer, messages).text
-
-    def count_tokens(self, text: str) -> int:
-        if not text:
-            return 0
-        return len(self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
 
     def token_text(self, token: int) -> str:
         return self.tokenizer.decode([token])

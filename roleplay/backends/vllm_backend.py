@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ..config import Settings
 from ..errors import BackendError, ConfigError, invalid
 from .base import Backend, Piece, SamplingParams, TokenLogprob
-from .chat import encode_chat
+from .chat import TokenizedPrompts
 from .gguf import DEFAULT_MODEL_NAME, resolve_model
 
 
@@ -61,7 +61,7 @@ class VllmOptions(BaseModel):
             raise invalid(exc, "ROLEPLAY_VLLM_OPTIONS: ") from None
 
 
-class VllmBackend(Backend):
+class VllmBackend(TokenizedPrompts, Backend):
     """vLLM on CUDA; see the module docstring."""
 
     name = "vllm"
@@ -119,13 +119,7 @@ class VllmBackend(Backend):
     def _prompt(self, messages: list[dict]) -> Any:
         from vllm.inputs import TokensPrompt
 
-        return TokensPrompt(prompt_token_ids=encode_chat(self.tokenizer, messages).ids)
-
-    def render(self, messages: list[dict]) -> str:
-        return encode_chat(self.tokenizer, messages).text
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]) if text else 0
+        return TokensPrompt(prompt_token_ids=self.prompt_ids(messages))
 
     def _pieces(self, messages: list[dict], params: SamplingParams, *, priority: int) -> Iterator[Piece]:
         import queue
