@@ -55,7 +55,7 @@ def main() -> None:
     from roleplay.backends import get_backend
     from roleplay.backends.base import SamplingParams
     from roleplay.config import Settings
-    from roleplay.engine import Engine, EngineOptions
+    from roleplay.engine import Engine, EngineOptions, Turn
     from roleplay.evaluation.runner import RunConfig, read_results, run_eval
     from roleplay.evaluation.suite import item_character, item_opening, load_suite
 
@@ -83,7 +83,7 @@ def main() -> None:
         users = [item.first_message or "Hello." for item in items]
         turns, replies, prompt_tokens = [], [], []
         for turn in range(args.turns):
-            prompts = [engine.prepare(card, hist, user, user_name=item.user_name, options=EngineOptions()).messages
+            prompts = [engine.prepare(Turn(card, hist, user, user_name=item.user_name, options=EngineOptions())).messages
                        for item, card, hist, user in zip(items, cards, histories, users)]
             prompt_tokens += [len(backend.prompt_ids(p)) for p in prompts]
             t = time.perf_counter()

@@ -114,12 +114,12 @@ def chat_figures(engine, card, *, reply_tokens: int) -> dict:
     same history is then re-composed with ``cache_friendly=True`` for its stability figure.
     """
     from roleplay.backends import SamplingParams
-    from roleplay.engine import EngineOptions
+    from roleplay.engine import EngineOptions, Turn
     from roleplay.backends.kv import common_prefix
 
     backend = engine.backend
     params = SamplingParams(max_tokens=reply_tokens, temperature=0)
-    engine.prepare(card, [], "Hello there.")  # warm-up: index the card, load the embedder
+    engine.prepare(Turn(card, [], "Hello there."))  # warm-up: index the card, load the embedder
     history: list[dict] = []
     histories: list[list[dict]] = []
     overhead: list[float] = []
@@ -128,19 +128,19 @@ def chat_figures(engine, card, *, reply_tokens: int) -> dict:
     for text in USER_TURNS:
         histories.append(list(history))
         start = time.perf_counter()
-        prompt = engine.prepare(card, history, text)
+        prompt = engine.prepare(Turn(card, history, text))
         overhead.append((time.perf_counter() - start) * 1000)
         prompts.append(backend.prompt_ids(prompt.messages))
         blocks.append([s.id for s in prompt.stories])
-        reply = engine.reply(card, history, text, params=params)
+        reply = engine.reply(Turn(card, history, text), params)
         history += [{"role": "user", "name": card.user_name, "content": text},
                     {"role": "assistant", "name": card.name, "content": reply.text}]
     # The same history re-composed with other options (story_reuse=0 remembers nothing,
     # so it does not disturb the default run's remembered story blocks).
     friendly = EngineOptions(cache_friendly=True)
-    friendly_prompts = [backend.prompt_ids(engine.prepare(card, h, t, options=friendly).messages)
+    friendly_prompts = [backend.prompt_ids(engine.prepare(Turn(card, h, t, options=friendly)).messages)
                         for h, t in zip(histories, USER_TURNS)]
-    plain = [engine.prepare(card, h, t, options=EngineOptions(story_reuse=0.0)) for h, t in zip(histories, USER_TURNS)]
+    plain = [engine.prepare(Turn(card, h, t, options=EngineOptions(story_reuse=0.0))) for h, t in zip(histories, USER_TURNS)]
     plain_prompts = [backend.prompt_ids(p.messages) for p in plain]
 
     def stability(ids: list[list[int]]) -> list[float]:
@@ -216,7 +216,7 @@ def main() -> None:
         os.environ["ROLEPLAY_HOME"] = home
         from roleplay.backends import SamplingParams, get_backend
         from roleplay.config import Settings
-        from roleplay.engine import Engine, EngineOptions
+        from roleplay.engine import Engine, EngineOptions, Turn
 
         settings = Settings.from_env(backend="transformers")  # its internals; llama.cpp below
         start = time.perf_counter()
@@ -225,11 +225,11 @@ def main() -> None:
         engine = Engine(settings, backend=backend)
         card = engine.card("sherlock")
         log(f"model loaded in {load_s:.1f}s; composing a real prompt")
-        first = engine.prepare(card, [], USER_TURNS[0])
+        first = engine.prepare(Turn(card, [], USER_TURNS[0]))
         messages = first.messages
         # Throughput is measured on a persona-only prompt (no retrieved stories): a 2k-token
         # prefill would dominate the time and hide the per-token overhead we compare.
-        short = engine.prepare(card, [], USER_TURNS[0], options=EngineOptions(retrieval=False)).messages
+        short = engine.prepare(Turn(card, [], USER_TURNS[0], options=EngineOptions(retrieval=False))).messages
         result: dict = {"bench": "generation", "backend": backend.name, "model": backend.model_name,
                         "device": backend.device, "load_s": round(load_s, 2)}
         log("throughput: engine stream vs raw model.generate")
@@ -243,9 +243,9 @@ def main() -> None:
             return
         log("KV reuse on a follow-up turn")
         reply = backend.generate(messages, SamplingParams(max_tokens=16, temperature=0))
-        follow = engine.prepare(card, [{"role": "user", "name": card.user_name, "content": USER_TURNS[0]},
+        follow = engine.prepare(Turn(card, [{"role": "user", "name": card.user_name, "content": USER_TURNS[0]},
                                        {"role": "assistant", "name": card.name, "content": first.prefill + reply}],
-                                USER_TURNS[1])
+                                USER_TURNS[1]))
         result.update(kv_reuse(backend, messages, follow.messages))
         log("10-turn chat: overhead and prefix stability")
         result.update(chat_figures(engine, card, reply_tokens=args.reply_tokens))

@@ -68,14 +68,14 @@ def raw_llamacpp(home: Path, cards: list, *, clients: list[int], seconds: float,
     from roleplay.backends import SamplingParams, get_backend
     from roleplay.backends.llamacpp_backend import request_fields
     from roleplay.config import Settings
-    from roleplay.engine import Engine
+    from roleplay.engine import Engine, Turn
     from roleplay.server.loadtest import PROMPTS
 
     settings = Settings.from_env(home=home, backend="llamacpp")
     llama = get_backend(settings)
     engine = Engine(settings, backend=llama)
     fields = request_fields(SamplingParams(max_tokens=max_tokens))
-    prompts = [llama.prompt_ids(engine.prepare(card, [], text).messages) for card in cards for text in PROMPTS]
+    prompts = [llama.prompt_ids(engine.prepare(Turn(card, [], text)).messages) for card in cards for text in PROMPTS]
     out: dict[int, float] = {}
     for n in clients:
         tokens = [0] * n

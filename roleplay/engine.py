@@ -216,7 +216,7 @@ class Engine:
         retriever: a retriever (else one over ``settings`` on first use).
 
     >>> engine = Engine()                                                # doctest: +SKIP
-    >>> engine.reply("sherlock", [], "Hello, Holmes!").text              # doctest: +SKIP
+    >>> engine.reply(Turn("sherlock", [], "Hello, Holmes!")).text             # doctest: +SKIP
     '(looks up from his chemicals) Watson! …'
     """
 
@@ -283,14 +283,12 @@ class Engine:
         return approx_tokens(text)
 
     # -- one turn -----------------------------------------------------------------
-    def prepare(self, turn: Turn, *args: Any, **kwargs: Any) -> ComposedPrompt:
+    def prepare(self, turn: Turn) -> ComposedPrompt:
         """Retrieve, recall, direct and compose the prompt for ``turn`` (no generation).
 
         This is exactly what a real turn sends (`roleplay prompt` and the Author tab's
         preview use it); leave parts out with ``turn.options`` or ``turn.memories=[]``.
         """
-        if not isinstance(turn, Turn):  # TODO(lead): transitional, removed once callers pass a Turn
-            turn = Turn(turn, *args, **kwargs)
         return self._prepare(self._resolve(turn))[0]
 
     def _resolve(self, turn: Turn) -> Turn:
@@ -555,7 +553,7 @@ class Engine:
 
         ``params`` is one `SamplingParams` for all, or a list with one per turn.
         """
-        turns = [Turn(**t) if isinstance(t, dict) else t for t in turns]  # TODO(lead): transitional
+        turns = list(turns)
         for i, t in enumerate(turns):
             if not isinstance(t, Turn):
                 raise ConfigError(f"turns[{i}]: expected a Turn, got {type(t).__name__}")

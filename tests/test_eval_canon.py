@@ -133,7 +133,7 @@ def small_settings(tmp_path_factory):
 
 def test_leave_one_scene_out_on_the_real_engine(small_settings, backend, tmp_path):
     """The scene under test never reaches the prompt; without the exclusion it would."""
-    from roleplay.engine import EngineOptions
+    from roleplay.engine import EngineOptions, Turn
     from roleplay.evaluation.reference import EngineSystem, RefRun
     from roleplay.evaluation.systems import SystemPool, resolve_system
     from roleplay.store.scenes import build_items
@@ -148,8 +148,8 @@ def test_leave_one_scene_out_on_the_real_engine(small_settings, backend, tmp_pat
     # positive control: without leaving the scene out, retrieval finds it for some cut points
     found = 0
     for c in cuts:
-        prompt = engine.prepare(card, c.history, c.user_text, user_name=c.user_name, others=c.others,
-                                options=EngineOptions(story_reuse=0.0))
+        prompt = engine.prepare(Turn(card, c.history, c.user_text, user_name=c.user_name, others=c.others,
+                                options=EngineOptions(story_reuse=0.0)))
         found += bool({s.id for s in prompt.stories} & scene_ids[c.id])
     assert found >= 2
     run = RefRun(name="loso", items=cuts, systems=[system],
@@ -221,12 +221,12 @@ def test_a_large_corpus_is_sampled_not_read_whole(monkeypatch):
     assert att.rank(att.total[att.speakers.index("Hero")] / 40, exclude=[]) is not None
 
 
-def test_the_leave_out_bridge_drops_the_scene_and_keeps_the_budget(settings):
-    from roleplay.evaluation.leave_out import LeaveOutRetriever
+def test_left_out_scenes_are_never_retrieved_and_the_budget_holds(settings):
+    from roleplay.store.retriever import Retriever
 
     card = get_card("sherlock", settings)
     source, text = card.all_stories()[3]
-    retriever = LeaveOutRetriever(settings)
+    retriever = Retriever(settings)
     query = [line for line in text.splitlines()[:2]]
     plain = retriever.stories(card, query, budget_tokens=400)
     assert plain[0].source == source                        # the scene itself ranks first when allowed

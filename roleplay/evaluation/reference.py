@@ -113,12 +113,14 @@ class EngineSystem:
     def engine(self):
         return self.pool.engine(self.spec)
 
-    def request(self, item: RefItem) -> dict:
-        """The `Engine.reply_batch` request for ``item`` (its own scene left out of retrieval)."""
+    def request(self, item: RefItem) -> Any:
+        """The engine `Turn` for ``item`` (its own scene left out of retrieval)."""
+        from ..engine import Turn
+
         # subtle: story_reuse remembers blocks per conversation; canon turns are independent.
         options = self.options.model_copy(update={"exclude_sources": list(item.exclude), "story_reuse": 0.0})
-        return {"card": item.card, "history": list(item.history), "user_text": item.user_text,
-                "options": options, "user_name": item.user_name, "others": list(item.others)}
+        return Turn(item.card, list(item.history), item.user_text, options=options, user_name=item.user_name,
+                    others=list(item.others))
 
     def params(self, *, max_tokens: int, seed: int):
         from ..backends.base import SamplingParams
@@ -138,7 +140,7 @@ def generate_engine_batch(jobs: list[tuple[RefItem, EngineSystem]], *, max_token
     engine = jobs[0][1].engine
     params = jobs[0][1].params(max_tokens=max_tokens, seed=seed)
     t0 = time.perf_counter()
-    replies = engine.reply_batch([s.request(i) for i, s in jobs], params=params)
+    replies = engine.reply_batch([s.request(i) for i, s in jobs], params)
     per = (time.perf_counter() - t0) / len(jobs)
     out = []
     for (item, system), rep in zip(jobs, replies):

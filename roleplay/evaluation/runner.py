@@ -386,11 +386,12 @@ class Runner:
         for (eid, pkey), gjobs in groups.items():
             for start in range(0, len(gjobs), bs):
                 chunk = gjobs[start:start + bs]
-                requests = [{"card": m.card, "history": list(m.ctx.history), "user_text": text,
-                             "options": options[s], "user_name": m.ctx.user_name,
-                             "user_persona": m.item.user_persona} for m, s, text, _k in chunk]
+                from ..engine import Turn
+
+                turns = [Turn(m.card, list(m.ctx.history), text, options=options[s], user_name=m.ctx.user_name,
+                              user_persona=m.item.user_persona) for m, s, text, _k in chunk]
                 t0 = time.perf_counter()
-                results = engines[eid].reply_batch(requests, params=params_of[pkey])
+                results = engines[eid].reply_batch(turns, params_of[pkey])
                 dt = time.perf_counter() - t0
                 self.stats["reply_calls"] += 1
                 self.stats["replies"] += len(chunk)

@@ -90,11 +90,7 @@ class SystemPool:
         if key not in self._engines:
             from ..engine import Engine
 
-            from .leave_out import LeaveOutRetriever, needs_bridge
-
-            # canon runs leave the scene under test out of retrieval; bridge a retriever that cannot
-            retriever = LeaveOutRetriever(s) if needs_bridge() else None
-            self._engines[key] = Engine(s, backend=self.backend(spec.backend, spec.model), retriever=retriever)
+            self._engines[key] = Engine(s, backend=self.backend(spec.backend, spec.model))
         return self._engines[key]
 
     def options(self, spec: SystemSpec):
