@@ -14,7 +14,6 @@ from dataclasses import fields
 import pytest
 
 from roleplay.backends import SamplingParams
-from roleplay.config import Settings
 from roleplay.engine import Engine, Reply, Turn
 from roleplay.reply import REPLY_FIELDS, ReplyRecord
 from roleplay.sessions import Message, Session
