@@ -151,7 +151,7 @@ class Turn:
     user_text: str = ""
     user_name: str | None = None
     user_persona: str = ""
-    memories: Sequence[str] | None = None
+    memories: Sequence[Any] | None = None
     memory_user: str | None = None
     summary: str = ""
     others: Sequence[str] = ()
@@ -308,7 +308,7 @@ class Engine:
         recent = [str(m.get("content", "")) for m in turn.history[-CONTEXT_MESSAGES:] if isinstance(m, dict)]
         return [t for t in [*recent, turn.user_text] if t and t.strip()] or [""]
 
-    def _recall(self, turn: Turn) -> list[str]:
+    def _recall(self, turn: Turn) -> list[Any]:
         """The memories of ``turn.memory_user`` for this turn (the one memory lookup)."""
         from .errors import RoleplayError
         from .memory import recall
@@ -319,7 +319,7 @@ class Engine:
                            count_tokens=self.count_tokens)
         except RoleplayError:
             return []  # memory enriches a turn; a broken store must not fail the chat
-        return [m.text for m in found]
+        return list(found)  # Memory objects: text, kind (fact | event) and time reach the composer
 
     def _prepare(self, turn: Turn) -> tuple[ComposedPrompt, dict[str, float]]:
         card, options, user_text, history = turn.card, turn.options, turn.user_text, turn.history

@@ -97,14 +97,18 @@ def _fit(items: Iterable[Any], text_of: Callable[[Any], str], budget: int,
     return kept, used
 
 
-def _memory_items(memories: Iterable[Any], expand: Callable[[str], str]) -> list[tuple[float, str]]:
-    """``(created, text)`` per usable memory (strings have no time: 0.0), relevance order kept."""
+def _memory_items(memories: Iterable[Any], expand: Callable[[str], str]) -> list[tuple[float, str, str]]:
+    """``(created, text, kind)`` per usable memory, relevance order kept. Strings are facts
+    with no time (0.0); `roleplay.memory.Memory` objects and ``{text, kind, created}``
+    mappings carry theirs (``kind`` "event": this story's promises, shown apart)."""
     out = []
     for m in memories:
-        text = m if isinstance(m, str) else getattr(m, "text", None)
+        get = m.get if isinstance(m, dict) else (lambda key, default=None, m=m: getattr(m, key, default))
+        text = m if isinstance(m, str) else get("text")
         if isinstance(text, str) and text.strip():
-            created = getattr(m, "created", 0.0) if not isinstance(m, str) else 0.0
-            out.append((float(created or 0.0), expand(text)))
+            created = 0.0 if isinstance(m, str) else get("created", 0.0)
+            kind = "fact" if isinstance(m, str) else (get("kind", "fact") or "fact")
+            out.append((float(created or 0.0), expand(text), str(kind)))
     return out
 
 
@@ -293,7 +297,9 @@ class Composer:
             return "after_char"
 
         mem_kept, mem_tokens = _fit(_memory_items(memories, x), lambda m: m[1], budgets.memories, count_tokens)
-        mem_kept = [text for _, text in sorted(mem_kept)]  # stable order: oldest first, then text
+        mem_kept = sorted(mem_kept)  # stable order: oldest first, then text
+        mem_view = [{"text": text, "kind": kind} for _, text, kind in mem_kept]  # for the templates
+        mem_kept = [text for _, text, _ in mem_kept]
         summary_text = _tail_fit(x(summary).strip(), budgets.summary, count_tokens) if summary else ""
         opening, closing = bracket_pair(card)
         system = self.render(
@@ -304,13 +310,13 @@ class Composer:
             known=[x(k) for k in card.knowledge.known], unknown=[x(k) for k in card.knowledge.unknown],
             lore_before=[x(h.content) for h in constant if position(h) == "before_char"],
             lore_after=[x(h.content) for h in constant if position(h) != "before_char"],
-            memories=[] if cache_friendly else mem_kept, summary=summary_text)
+            memories=[] if cache_friendly else mem_view, summary=summary_text)
         stories_kept, story_tokens = _fit(stories, lambda s: x(getattr(s, "text", s) or ""),
                                           budgets.stories, count_tokens)
         per_turn: list[dict] = []  # parts that change with every message
         if mem_kept and cache_friendly:
             per_turn.append({"role": "system", "content": self.render(
-                "memories", lang, char=card.name, user=user_name, memories=mem_kept)})
+                "memories", lang, char=card.name, user=user_name, memories=mem_view)})
         if stories_kept:
             block = self.render("stories", lang, char=card.name, user=user_name,
                                 stories=[x(getattr(s, "text", s)).strip() for s in stories_kept])
