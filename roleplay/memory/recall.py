@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from ..config import Settings
 from ..tokens import approx_tokens
 from .clauses import CJK
-from .store import CORE_SLOTS, Memory, MemoryStore, get_store
+from .store import CORE_SLOTS, Memory, MemoryStore, fit_budget, get_store
 
 #: Nearest memories fetched per query before ranking.
 CANDIDATES = 24
@@ -107,11 +107,4 @@ def recall(settings: Settings, *, user: str, character: str, conversation: Seque
             m.text = _past_text(m)
             m.score -= 0.05  # the current version first when both fit
             found.setdefault(m.id, m)
-    out, used = [], 0
-    for m in rank(list(found.values()), message):
-        cost = count(m.text) + 2  # "- " and the newline
-        if used + cost > budget_tokens:
-            continue
-        out.append(m)
-        used += cost
-    return out
+    return fit_budget(rank(list(found.values()), message), budget_tokens, count)

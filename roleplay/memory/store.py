@@ -261,14 +261,7 @@ class MemoryStore:
             return []
         found = self.nearest(user, character, [query or " "], k=k)
         found.sort(key=lambda m: (m.slot not in CORE_SLOTS, -m.score))
-        out, used = [], 0
-        for m in found:
-            cost = count(m.text) + 2  # "- " and the newline
-            if used + cost > budget_tokens:
-                continue
-            out.append(m)
-            used += cost
-        return out
+        return fit_budget(found, budget_tokens, count)
 
     def nearest(self, user: str, character: str, queries: list[str], *, k: int = 24,
                 current: bool | None = True) -> list[Memory]:
@@ -328,6 +321,19 @@ class MemoryStore:
 
 _STORES: dict[tuple, MemoryStore] = {}
 _STORES_LOCK = threading.Lock()
+
+
+def fit_budget(memories: list[Memory], budget_tokens: int, count: Any) -> list[Memory]:
+    """The memories, in order, that fit ``budget_tokens`` as prompt lines (a longer one is
+    skipped and a shorter one after it may still fit)."""
+    out, used = [], 0
+    for m in memories:
+        cost = count(m.text) + 2  # "- " and the newline
+        if used + cost > budget_tokens:
+            continue
+        out.append(m)
+        used += cost
+    return out
 
 
 def get_store(settings: Settings) -> MemoryStore:
