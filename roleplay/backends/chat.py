@@ -88,3 +88,14 @@ class TokenizedPrompts:
         if not text:
             return 0
         return len(self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+
+    def choice_ids(self, messages: list[dict], choices: list[str]) -> tuple[list[int], list[list[int]]]:
+        """The prompt's ids and each choice's ids, for `Backend.choice_logprobs` (checked)."""
+        if not choices:
+            raise BackendError("choice_logprobs needs at least one choice")
+        ids = self.prompt_ids(messages)
+        choice_ids = [self.tokenizer(c, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+                      for c in choices]
+        if any(not c for c in choice_ids):
+            raise BackendError("choice_logprobs: choices must be non-empty strings")
+        return ids, choice_ids

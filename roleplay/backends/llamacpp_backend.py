@@ -210,13 +210,7 @@ class LlamaCppBackend(TokenizedPrompts, Backend):
         of the next token (``n_probs``; raw model probabilities, before any sampler). The
         prompt cache makes the requests after the first cheap.
         """
-        if not choices:
-            raise BackendError("choice_logprobs needs at least one choice")
-        ids = self.prompt_ids(messages)
-        choice_ids = [self.tokenizer(c, add_special_tokens=False, split_special_tokens=True)["input_ids"]
-                      for c in choices]
-        if any(not c for c in choice_ids):
-            raise BackendError("choice_logprobs: choices must be non-empty strings")
+        ids, choice_ids = self.choice_ids(messages, choices)
         memo: dict[tuple[int, ...], dict[int, float]] = {}
         scores: dict[str, float] = {}
         for choice, cid in zip(choices, choice_ids):

@@ -155,13 +155,7 @@ class TransformersBackend(TokenizedPrompts, Backend):
         Choices are scored as they would be written at that point, e.g. ``"A"`` right after
         ``assistant\\n``; single-token choices need one forward pass in all.
         """
-        if not choices:
-            raise BackendError("choice_logprobs needs at least one choice")
-        ids = self.prompt_ids(messages)
-        choice_ids = [self.tokenizer(c, add_special_tokens=False, split_special_tokens=True)["input_ids"]
-                      for c in choices]
-        if any(not c for c in choice_ids):
-            raise BackendError("choice_logprobs: choices must be non-empty strings")
+        ids, choice_ids = self.choice_ids(messages, choices)
         return self._on_model(lambda: self._score(ids, choices, choice_ids))
 
     def _on_model(self, fn: Any) -> Any:
