@@ -126,7 +126,7 @@ def test_story_reuse_keeps_the_start_of_the_previous_block(engine):
     turn1 = engine.prepare(Turn("sherlock", [], first))
     history = [{"role": "user", "name": "Watson", "content": first},
                {"role": "assistant", "name": "Sherlock Holmes", "content": "(tunes the violin) Perhaps."}]
-    second = "Does music help you think?"
+    second = "Do you ever compose your own music?"  # a follow-up whose best scene is another one
     fresh = engine.prepare(Turn("sherlock", history, second, options=EngineOptions(story_reuse=0.0)))
     # The refresh path (the sticky block off): the still-candidate start of the old block stays.
     reused = engine.prepare(Turn("sherlock", history, second, options=EngineOptions(story_reuse=1.0, story_keep_margin=None)))
