@@ -112,8 +112,9 @@ def test_disk_full_keeps_the_old_card(tmp_path):
     before = p.read_bytes()
     # A real EFBIG: cap the file size the child may write, ignore SIGXFSZ so write() fails.
     code = f"""
-import json, resource, signal
+import json, resource, signal, sys
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+sys.dont_write_bytecode = True  # under the cap only the card is written (a fresh clone compiles lazily)
 from roleplay.cards import load_card, save_card
 from roleplay.errors import CardError
 card = load_card({str(p)!r})
