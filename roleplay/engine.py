@@ -517,7 +517,7 @@ class Engine:
                      intent=note.intent if note else "",
                      story_ids=[str(getattr(s, "id", i)) for i, s in enumerate(prompt.stories)],
                      lore_names=[str(getattr(h, "name", "")) for h in prompt.lore],
-                     memories=[getattr(m, "text", m) for m in prompt.memories], prompt_tokens=prompt_tokens,
+                     memories=list(prompt.memories), prompt_tokens=prompt_tokens,
                      completion_tokens=completion, timings=timings,
                      finish_reason=generation.finish_reason or "stop", logprobs=generation.logprobs,
                      prompt=prompt)
@@ -565,7 +565,7 @@ class Engine:
         # load once, before the threads (and import the store's modules on one thread:
         # concurrent first imports of one package can see it half-initialised)
         self.backend, self.retriever, self.director  # noqa: B018
-        workers = min(len(turns), max(1, getattr(self.backend, "max_concurrency", 8)))
+        workers = min(len(turns), max(1, self.backend.max_concurrency))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="roleplay-turns") as pool:
             replies = list(pool.map(lambda tp: self.reply(tp[0], tp[1], priority=priority), zip(turns, per)))
         for r in replies:
