@@ -124,7 +124,6 @@ def test_next_turn_reuses_its_own_chat_after_another_chat(fresh):
     assert fresh.last_usage["reused_tokens"] == 0
 
 
-@pytest.mark.flaky(reruns=2)  # batch composition varies with thread timing (float near-ties)
 def test_batch_rows_finishing_early_match_one_at_a_time(fresh):
     batch = [[{"role": "user", "content": "Say only the word yes."}], SHERLOCK, PIRATE,
              SHERLOCK + [{"role": "assistant", "content": "(looks up from the microscope)"}]]

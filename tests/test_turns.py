@@ -26,7 +26,6 @@ def engine(settings, backend):
     return Engine(settings, backend=backend)
 
 
-@pytest.mark.flaky(reruns=2)  # batch composition varies with thread timing (float near-ties)
 def test_batch_replies_are_single_replies(engine):
     history = [{"role": "user", "name": "Watson", "content": "Holmes, look at this letter."},
                {"role": "assistant", "name": "Sherlock Holmes", "content": "(takes the letter) Curious."}]

@@ -20,6 +20,7 @@ so the model continues it, and the caller's output starts after it.
 from __future__ import annotations
 
 import secrets
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,10 +66,18 @@ def encode_chat(tokenizer: Any, messages: list[dict]) -> ChatPrompt:
     return ChatPrompt(text="".join(text_parts), ids=ids)
 
 
+#: subtle: a fast tokenizer implements ``split_special_tokens`` by setting a flag on its one
+#: shared Rust tokenizer for the length of the call, so two threads encoding at once (a
+#: template piece and a message) can swap flags: ``<|im_start|>`` then comes out as ordinary
+#: text tokens and the prompt is corrupted. Every encode that sets the flag holds this lock.
+_ENCODE_LOCK = threading.Lock()
+
+
 def _encode(tokenizer: Any, text: str, *, split: bool) -> list[int]:
     if not text:
         return []
-    return list(tokenizer(text, add_special_tokens=False, split_special_tokens=split)["input_ids"])
+    with _ENCODE_LOCK:
+        return list(tokenizer(text, add_special_tokens=False, split_special_tokens=split)["input_ids"])
 
 
 class TokenizedPrompts:
@@ -87,15 +96,14 @@ class TokenizedPrompts:
     def count_tokens(self, text: str) -> int:
         if not text:
             return 0
-        return len(self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+        return len(_encode(self.tokenizer, text, split=True))
 
     def choice_ids(self, messages: list[dict], choices: list[str]) -> tuple[list[int], list[list[int]]]:
         """The prompt's ids and each choice's ids, for `Backend.choice_logprobs` (checked)."""
         if not choices:
             raise BackendError("choice_logprobs needs at least one choice")
         ids = self.prompt_ids(messages)
-        choice_ids = [self.tokenizer(c, add_special_tokens=False, split_special_tokens=True)["input_ids"]
-                      for c in choices]
+        choice_ids = [_encode(self.tokenizer, c, split=True) for c in choices]
         if any(not c for c in choice_ids):
             raise BackendError("choice_logprobs: choices must be non-empty strings")
         return ids, choice_ids
