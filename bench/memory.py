@@ -6,7 +6,9 @@ model unless ROLEPLAY_BACKEND/ROLEPLAY_MODEL say otherwise), in a temporary ROLE
 1. extraction on the labelled set ``tests/data/memory/extraction_{en,zh}.yaml`` (324
    messages; `roleplay.memory.scoring.score`): precision, recall, F1 and lost objects for
    the rules alone and for rules + the model pass (JSON-schema constrained, greedy,
-   batched by ``--batch``), with the share of model outputs that are valid JSON; and the
+   batched by ``--batch``), with how many model outputs parse and validate against
+   `FACT_SCHEMA` (``llm_json_valid_n``) and the longest output in tokens against the
+   pass's ``max_tokens`` (the schema's worst case); and the
    rules on the held-out ``heldout_{en,zh}.yaml`` (44 messages never used to tune them);
 2. the long-horizon script ``tests/data/memory/long_horizon.yaml`` (22 sessions, 64
    probes): recall@budget and stale rate of `recall` at the default memory budget, against
@@ -45,7 +47,6 @@ def figures(s: dict) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--max-tokens", type=int, default=300)
     ap.add_argument("--llm-every", type=int, default=1,
                     help="model pass on every Nth message only (1: all; 3 keeps both languages and every case)")
     ap.add_argument("--small-budget", type=int, default=120)
@@ -56,7 +57,9 @@ def main() -> None:
     from roleplay.backends import get_backend
     from roleplay.config import Settings
     from roleplay.memory import MemoryStore, recall, remember
-    from roleplay.memory.extract import extract_llm_batch, extract_rules, merge
+    import jsonschema
+
+    from roleplay.memory.extract import FACT_SCHEMA, LLM_MAX_TOKENS, extract_llm_batch, extract_rules, merge
     from roleplay.memory.scoring import HELDOUT_FILES, load_labelled, load_script, run_script, score
     from roleplay.memory.worker import Worker
 
@@ -92,14 +95,16 @@ def main() -> None:
     t0 = time.perf_counter()
     results = []
     for i in range(0, len(subset), args.batch):
-        results += extract_llm_batch(backend, [x["text"] for x in subset[i:i + args.batch]], max_tokens=args.max_tokens)
+        results += extract_llm_batch(backend, [x["text"] for x in subset[i:i + args.batch]])
     llm_ms = (time.perf_counter() - t0) * 1000 / len(subset)
     valid, invalid = 0, []
     for item, (raw, _) in zip(subset, results):
         try:
-            valid += isinstance(json.loads(raw).get("facts"), list)
-        except (ValueError, AttributeError):
-            invalid.append(f"{item['text'][:40]} → {raw[-80:]!r} ({len(raw)} chars)")
+            jsonschema.validate(json.loads(raw), FACT_SCHEMA)
+            valid += 1
+        except (ValueError, jsonschema.ValidationError) as exc:
+            invalid.append(f"{item['text'][:40]} → {raw[-80:]!r} ({len(raw)} chars): {str(exc)[:80]}")
+    longest = max(backend.count_tokens(raw) for raw, _ in results)
     combined = [merge(rule_facts[i], m) for i, (_, m) in zip(picked, results)]
 
     # latency: hand-off vs inline, and the critical-path recall
@@ -109,12 +114,12 @@ def main() -> None:
     inline_ms, handoff_ms, recall_ms = [], [], []
     for t in sample:
         t0 = time.perf_counter()
-        remember(store, "inline", ["bench"], t, "bench", backend=backend, max_tokens=args.max_tokens)
+        remember(store, "inline", ["bench"], t, "bench", backend=backend)
         inline_ms.append((time.perf_counter() - t0) * 1000)
     worker = Worker(name="bench-memory")
     for t in sample:
         t0 = time.perf_counter()
-        worker.submit(remember, store, "handoff", ["bench"], t, "bench", backend=backend, max_tokens=args.max_tokens)
+        worker.submit(remember, store, "handoff", ["bench"], t, "bench", backend=backend)
         handoff_ms.append((time.perf_counter() - t0) * 1000)
     worker.flush()
     for t in sample:
@@ -128,8 +133,8 @@ def main() -> None:
         "bench": "memory", "backend": backend.name, "model": backend.model_name,
         "messages": len(items), "rules": figures(score(items, rule_facts)), "rules_by_lang": by_lang,
         "heldout_messages": len(heldout), "rules_heldout": heldout_rules,
-        "llm_messages": len(subset), "llm_json_valid": round(valid / len(subset), 3),
-        "llm_invalid_examples": invalid[:3],
+        "llm_messages": len(subset), "llm_json_valid": round(valid / len(subset), 3), "llm_json_valid_n": valid,
+        "llm_invalid_examples": invalid[:3], "llm_longest_output_tokens": longest, "llm_max_tokens": LLM_MAX_TOKENS,
         "rules_llm": figures(score(subset, combined)),
         "rules_only_same_messages": figures(score(subset, [rule_facts[i] for i in picked])),
         "long_horizon": long, "budget_tokens": budget, "small_budget_tokens": args.small_budget,

@@ -5,10 +5,15 @@ for the schema, so even a 135M model cannot break the JSON (memory extraction, J
 judges). It uses llguidance (a prebuilt Rust wheel): the schema is compiled to a grammar
 once per request and the mask for a step costs well under a millisecond.
 
-Trade-off: the mask forbids whitespace between JSON tokens beyond what the grammar allows,
-so outputs are compact; the model's own formatting habits (newlines, indentation) are
-overridden. llama.cpp constrains with its own grammar engine, vLLM with guided decoding,
-OpenAI-compatible servers with ``response_format`` (see each backend).
+`with_layout` fixes how the JSON is laid out — json.dumps' separators, no other
+whitespace — for this backend and for llama.cpp (whose grammar engine is llguidance too),
+so one schema gives the same text on both. llguidance's default allows any whitespace
+between JSON tokens: a small model then spends tokens on blank lines, and an output's
+length has no bound, so no ``max_tokens`` can promise a complete value.
+
+Trade-off: the model's own formatting habits (newlines, indentation) are overridden.
+vLLM constrains with its guided decoding, OpenAI-compatible servers with
+``response_format`` (see each backend); neither reads the ``x-guidance`` options.
 """
 from __future__ import annotations
 
@@ -16,6 +21,18 @@ import json
 from typing import Any
 
 from ..errors import ConfigError
+
+#: llguidance's layout options ("x-guidance") for every schema we constrain to: compact JSON.
+JSON_LAYOUT: dict[str, Any] = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+
+
+def with_layout(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with `JSON_LAYOUT` in its ``x-guidance`` options (the schema's own options win).
+
+    >>> with_layout({"type": "string"})["x-guidance"]["whitespace_flexible"]
+    False
+    """
+    return {**schema, "x-guidance": {**JSON_LAYOUT, **schema.get("x-guidance", {})}}
 
 
 def tokenizer_for(tokenizer: Any, vocab_size: int) -> Any:
@@ -35,7 +52,7 @@ class JsonGrammar:
         import llguidance.torch
 
         try:
-            grammar = llguidance.LLMatcher.grammar_from_json_schema(json.dumps(schema))
+            grammar = llguidance.LLMatcher.grammar_from_json_schema(json.dumps(with_layout(schema)))
         except Exception as exc:
             raise ConfigError(f"sampling parameter json_schema: not a usable JSON schema: {exc}") from None
         self.matcher = llguidance.LLMatcher(lltokenizer, grammar)

@@ -47,6 +47,7 @@ from ..errors import BackendError, ConfigError
 from .base import Admission, Backend, BackendBusy, Piece, Priority, SamplingParams, TokenLogprob
 from .chat import TokenizedPrompts
 from .gguf import DEFAULT_MODEL_NAME, converted_folder, default_gguf
+from .grammar import with_layout
 
 #: Context of one request (prompt + reply); role-play prompts stay well below it.
 N_CTX_PER_SLOT = 4096
@@ -87,11 +88,9 @@ def request_fields(params: SamplingParams) -> dict[str, Any]:
     if params.logprobs is not None:
         fields["n_probs"] = max(1, params.logprobs)
     if params.json_schema is not None:
-        # subtle: llama.cpp's grammar engine (llguidance) allows any whitespace between JSON
-        # tokens, and a small model then spends half its tokens on blank lines; fix the
-        # separators to json.dumps' (a schema's own "x-guidance" wins)
-        fields["json_schema"] = {"x-guidance": {"whitespace_flexible": False, "item_separator": ", ",
-                                                "key_separator": ": "}, **params.json_schema}
+        # llama.cpp's grammar engine is llguidance: the same compact layout as the
+        # transformers backend (grammar.with_layout), so an output's length has a bound
+        fields["json_schema"] = with_layout(params.json_schema)
     return fields
 
 

@@ -28,18 +28,29 @@ from . import rules_en, rules_zh
 from .clauses import CJK, clauses, has_cjk
 from .fact import Fact
 
+#: Limits of the model pass: facts per message, characters of a fact and of its evidence.
+MAX_FACTS, TEXT_CHARS, EVIDENCE_CHARS = 3, 100, 80
+#: Characters of the message the model pass reads (a longer message's tail is left to the
+#: rules), so the prompt plus `LLM_MAX_TOKENS` fits a 4,096-token context.
+MESSAGE_CHARS = 1000
+# subtle: a string value may hold any character of the Basic Multilingual Plane except `"`,
+# `\` and control characters, so every character is written as itself (no escapes) in at most
+# three UTF-8 bytes; with the fixed layout (`grammar.with_layout`) the longest JSON this
+# schema admits is then a known number of bytes, hence of tokens (`worst_case_tokens`).
+_PLAIN = r"^[\x20\x21\x23-\x5b\x5d-\uffff]*$"
+
 #: The JSON schema the model pass is constrained to.
 FACT_SCHEMA: dict = {
     "type": "object",
     "properties": {
         "facts": {
-            "type": "array", "maxItems": 3,
+            "type": "array", "maxItems": MAX_FACTS,
             "items": {
                 "type": "object",
                 "properties": {
                     "kind": {"type": "string", "enum": ["fact", "event"]},
-                    "text": {"type": "string", "maxLength": 120},
-                    "evidence": {"type": "string", "maxLength": 120},
+                    "text": {"type": "string", "maxLength": TEXT_CHARS, "pattern": _PLAIN},
+                    "evidence": {"type": "string", "maxLength": EVIDENCE_CHARS, "pattern": _PLAIN},
                 },
                 "required": ["kind", "text", "evidence"],
                 "additionalProperties": False,
@@ -49,6 +60,24 @@ FACT_SCHEMA: dict = {
     "required": ["facts"],
     "additionalProperties": False,
 }
+
+
+def worst_case_tokens() -> int:
+    """Tokens of the longest output `FACT_SCHEMA` admits, plus the end-of-turn token.
+
+    The longest value — every array full, every string at its limit in three-byte
+    characters — written with the separators the grammar fixes; a token is at least one
+    byte, so no output of the constrained pass has more tokens than this has bytes. A
+    model that loops inside a string (SmolLM2-135M does, on a few messages) is cut at
+    ``maxLength`` and still closes the JSON before this many tokens.
+    """
+    item = {"kind": "event", "text": "\uffff" * TEXT_CHARS, "evidence": "\uffff" * EVIDENCE_CHARS}
+    longest = json.dumps({"facts": [item] * MAX_FACTS}, ensure_ascii=False, separators=(", ", ": "))
+    return len(longest.encode("utf-8")) + 1
+
+
+#: ``max_tokens`` of the model pass: enough for every output the schema admits (1,773).
+LLM_MAX_TOKENS = worst_case_tokens()
 
 
 def extract_rules(text: str, *, speaker: str = "user") -> list[Fact]:
@@ -96,9 +125,11 @@ def render_prompt(part: str, language: str, **context: Any) -> str:
 
 
 def llm_messages(text: str) -> list[dict]:
-    """The chat messages of the extraction prompt (template ``memory_extract_{en,zh}.j2``)."""
+    """The chat messages of the extraction prompt (template ``memory_extract_{en,zh}.j2``);
+    the message is cut at `MESSAGE_CHARS`."""
     lang = "zh" if has_cjk(text) else "en"
-    return [{"role": "user", "content": render_prompt("memory_extract", lang, message=text.strip())}]
+    message = text.strip()[:MESSAGE_CHARS]
+    return [{"role": "user", "content": render_prompt("memory_extract", lang, message=message)}]
 
 
 def parse_llm_json(output: str, *, message: str) -> list[Fact]:
@@ -144,27 +175,27 @@ def _grounded(fact: str, message: str) -> bool:
     return bool(units) and sum(units) * 3 >= len(units) * 2
 
 
-def llm_params(*, max_tokens: int = 300) -> Any:
-    """Greedy sampling constrained to `FACT_SCHEMA`."""
+def llm_params() -> Any:
+    """Greedy sampling constrained to `FACT_SCHEMA`, with room for its longest output."""
     from ..backends.base import SamplingParams
 
-    return SamplingParams(max_tokens=max_tokens, temperature=0.0, repetition_penalty=1.0, json_schema=FACT_SCHEMA)
+    return SamplingParams(max_tokens=LLM_MAX_TOKENS, temperature=0.0, repetition_penalty=1.0,
+                          json_schema=FACT_SCHEMA)
 
 
-def extract_llm(backend: Any, text: str, *, max_tokens: int = 300) -> list[Fact]:
+def extract_llm(backend: Any, text: str) -> list[Fact]:
     """Facts the model finds in ``text`` (background priority, JSON-schema constrained)."""
     from ..backends.base import Priority
 
-    out = backend.generate(llm_messages(text), llm_params(max_tokens=max_tokens), priority=Priority.BACKGROUND)
+    out = backend.generate(llm_messages(text), llm_params(), priority=Priority.BACKGROUND)
     return parse_llm_json(out, message=text)
 
 
-def extract_llm_batch(backend: Any, texts: list[str], *, max_tokens: int = 300) -> list[tuple[str, list[Fact]]]:
+def extract_llm_batch(backend: Any, texts: list[str]) -> list[tuple[str, list[Fact]]]:
     """``(raw output, facts)`` per text, generated as one batch (benchmarks, tests)."""
     from ..backends.base import Priority
 
-    outs = backend.generate_batch([llm_messages(t) for t in texts], llm_params(max_tokens=max_tokens),
-                                  priority=Priority.BACKGROUND)
+    outs = backend.generate_batch([llm_messages(t) for t in texts], llm_params(), priority=Priority.BACKGROUND)
     return [(out, parse_llm_json(out, message=t)) for out, t in zip(outs, texts)]
 
 
@@ -179,9 +210,9 @@ def merge(rule_facts: list[Fact], model_facts: list[Fact]) -> list[Fact]:
     return facts
 
 
-def extract(text: str, *, backend: Any = None, max_tokens: int = 300) -> list[Fact]:
+def extract(text: str, *, backend: Any = None) -> list[Fact]:
     """Rule facts, then (with a backend) the model's facts that no rule fact already covers."""
     facts = extract_rules(text)
     if backend is None or not text.strip():
         return facts
-    return merge(facts, extract_llm(backend, text, max_tokens=max_tokens))
+    return merge(facts, extract_llm(backend, text))

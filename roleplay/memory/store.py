@@ -348,7 +348,7 @@ def get_store(settings: Settings) -> MemoryStore:
 
 
 def remember(store: MemoryStore, user: str, characters: list[str], text: str, source: str = "", *,
-             backend: Any = None, reply: str = "", max_tokens: int = 300, at: float | None = None) -> list[Decision]:
+             backend: Any = None, reply: str = "", at: float | None = None) -> list[Decision]:
     """Extract facts and events from a turn and store them (a worker job).
 
     ``text`` is the user's message (user facts and their promises); ``reply`` the
@@ -359,7 +359,7 @@ def remember(store: MemoryStore, user: str, characters: list[str], text: str, so
 
     facts = extract_rules(text) if text else []
     if backend is not None and text and text.strip():
-        facts = merge(facts, extract_llm(backend, text, max_tokens=max_tokens))
+        facts = merge(facts, extract_llm(backend, text))
     said = extract_rules(reply, speaker="character") if reply else []
     decisions = []
     for i, character in enumerate(characters):
