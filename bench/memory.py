@@ -97,13 +97,19 @@ def main() -> None:
     for i in range(0, len(subset), args.batch):
         results += extract_llm_batch(backend, [x["text"] for x in subset[i:i + args.batch]])
     llm_ms = (time.perf_counter() - t0) * 1000 / len(subset)
-    valid, invalid = 0, []
+    valid, invalid, looped = 0, [], []
+    limits = FACT_SCHEMA["properties"]["facts"]["items"]["properties"]
     for item, (raw, _) in zip(subset, results):
         try:
-            jsonschema.validate(json.loads(raw), FACT_SCHEMA)
-            valid += 1
+            data = json.loads(raw)
+            jsonschema.validate(data, FACT_SCHEMA)
         except (ValueError, jsonschema.ValidationError) as exc:
             invalid.append(f"{item['text'][:40]} → {raw[-80:]!r} ({len(raw)} chars): {str(exc)[:80]}")
+            continue
+        valid += 1
+        # the model looped until a string hit its maxLength (what failed before)
+        if any(len(f[k]) >= limits[k]["maxLength"] for f in data["facts"] for k in ("text", "evidence")):
+            looped.append(item["text"])
     longest = max(backend.count_tokens(raw) for raw, _ in results)
     combined = [merge(rule_facts[i], m) for i, (_, m) in zip(picked, results)]
 
@@ -135,6 +141,7 @@ def main() -> None:
         "heldout_messages": len(heldout), "rules_heldout": heldout_rules,
         "llm_messages": len(subset), "llm_json_valid": round(valid / len(subset), 3), "llm_json_valid_n": valid,
         "llm_invalid_examples": invalid[:3], "llm_longest_output_tokens": longest, "llm_max_tokens": LLM_MAX_TOKENS,
+        "llm_looped_to_max_length": looped,
         "rules_llm": figures(score(subset, combined)),
         "rules_only_same_messages": figures(score(subset, [rule_facts[i] for i in picked])),
         "long_horizon": long, "budget_tokens": budget, "small_budget_tokens": args.small_budget,
