@@ -34,10 +34,11 @@ MAX_FACTS, TEXT_CHARS, EVIDENCE_CHARS = 3, 100, 80
 #: rules), so the prompt plus `LLM_MAX_TOKENS` fits a 4,096-token context.
 MESSAGE_CHARS = 1000
 # subtle: a string value may hold any character of the Basic Multilingual Plane except `"`,
-# `\` and control characters, so every character is written as itself (no escapes) in at most
-# three UTF-8 bytes; with the fixed layout (`grammar.with_layout`) the longest JSON this
-# schema admits is then a known number of bytes, hence of tokens (`worst_case_tokens`).
-_PLAIN = r"^[\x20\x21\x23-\x5b\x5d-\uffff]*$"
+# `\\`, control characters and DEL (which llguidance writes as the escape \u007f: six bytes), so
+# every character is written as itself in at most three UTF-8 bytes; with the fixed layout
+# (`grammar.with_layout`) the longest JSON this schema admits is then a known number of
+# bytes, hence of tokens (`worst_case_tokens`).
+_PLAIN = r"^[\x20\x21\x23-\x5b\x5d-\x7e\x80-\uffff]*$"
 
 #: The JSON schema the model pass is constrained to.
 FACT_SCHEMA: dict = {
