@@ -34,7 +34,7 @@ MAX_FACTS, TEXT_CHARS, EVIDENCE_CHARS = 3, 100, 80
 #: rules), so the prompt plus `LLM_MAX_TOKENS` fits a 4,096-token context.
 MESSAGE_CHARS = 1000
 # subtle: a string value may hold any character of the Basic Multilingual Plane except `"`,
-# `\\`, control characters and DEL (which llguidance writes as the escape \u007f: six bytes), so
+# `\`, control characters and DEL (which llguidance writes as the escape \u007f: six bytes), so
 # every character is written as itself in at most three UTF-8 bytes; with the fixed layout
 # (`grammar.with_layout`) the longest JSON this schema admits is then a known number of
 # bytes, hence of tokens (`worst_case_tokens`).
