@@ -208,3 +208,18 @@ def test_malformed_messages_are_backend_errors(backend):
         backend.generate([], GREEDY)
     with pytest.raises(BackendError, match=r"messages\[0\]"):
         backend.generate([{"role": "wizard", "content": "hi"}], GREEDY)
+
+
+@pytest.mark.parametrize("given, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_openmp_waits_passively_unless_the_user_says_otherwise(given, expected):
+    # Spinning OpenMP threads made a prefill 8x slower on a loaded machine (roleplay/__init__.py).
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given:
+        env["OMP_WAIT_POLICY"] = given
+    code = "import roleplay, os, sys; assert 'torch' not in sys.modules; print(os.environ['OMP_WAIT_POLICY'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == expected
