@@ -8,11 +8,13 @@ import json
 import threading
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from roleplay.errors import ConfigError
 from roleplay.memory import Worker, extract_rules, parse_llm_json
-from roleplay.memory.extract import FACT_SCHEMA, _grounded, extract_llm_batch, llm_messages
+from roleplay.memory.extract import (EVIDENCE_CHARS, FACT_SCHEMA, LLM_MAX_TOKENS, MAX_FACTS, MESSAGE_CHARS, TEXT_CHARS,
+                                     _grounded, extract_llm_batch, llm_messages, llm_params)
 from roleplay.memory.scoring import load_labelled, score
 from roleplay.memory.summary import extractive, history_cut, summarise
 
@@ -121,20 +123,89 @@ def test_the_extraction_prompt_is_a_strict_template():
         render_prompt("memory_extract", "en")  # a missing variable is an error, not a blank
 
 
-# One message per case and language: the full set (324 messages) runs in bench/memory.py.
+# -- the model pass always gives complete JSON ---------------------------------------------------
+# Why it could not before: SmolLM2-135M loops inside a string on a few messages ("I'm a baker.
+# I'm a baker. ..."); the grammar stopped each string at maxLength, but six strings of 120
+# characters did not fit in max_tokens=300, so the JSON was cut off (7 of 324 in the bench).
+# Now max_tokens is the schema's worst case in tokens (`worst_case_tokens`).
+LONGEST = json.dumps({"facts": [{"kind": "event", "text": "字" * TEXT_CHARS, "evidence": "字" * EVIDENCE_CHARS}] * MAX_FACTS},
+                     ensure_ascii=False, separators=(", ", ": "))
+
+
+@pytest.fixture(scope="module")
+def fact_grammar(backend):
+    from roleplay.backends.grammar import JsonGrammar, tokenizer_for
+
+    lltok = tokenizer_for(backend.tokenizer, len(backend.tokenizer))
+    return lambda: JsonGrammar(lltok, FACT_SCHEMA)
+
+
+def test_max_tokens_covers_the_longest_json_the_schema_admits(backend, fact_grammar):
+    """Every token is at least one byte: room for the longest output's bytes is room for it."""
+    assert llm_params().max_tokens == LLM_MAX_TOKENS == len(LONGEST.encode()) + 1
+    g = fact_grammar()
+    ids = backend.tokenizer.encode(LONGEST, add_special_tokens=False)
+    assert g.matcher.validate_tokens(ids) == len(ids)
+    for t in ids:
+        g.accept(t)
+    assert g.done()  # complete: nothing may follow
+    jsonschema.validate(json.loads(LONGEST), FACT_SCHEMA)
+
+
+FIRST = LONGEST[LONGEST.index('{"kind"'):LONGEST.index("}") + 1]
+
+
+@pytest.mark.parametrize("beyond", [
+    LONGEST.replace('字"', '字字"', 1),             # a string one character too long
+    LONGEST.replace("字", '\\"', 1),              # an escaped quote: two bytes for one character
+    LONGEST.replace("字", "\\n", 1),              # an escaped control character
+    LONGEST.replace('", "', '",\n "', 1),          # whitespace beyond the fixed separators
+    LONGEST[:-2] + ", " + FIRST + "]}",            # a fourth fact
+])
+def test_the_grammar_admits_nothing_longer(backend, fact_grammar, beyond):
+    ids = backend.tokenizer.encode(beyond, add_special_tokens=False)
+    assert fact_grammar().matcher.validate_tokens(ids) < len(ids)
+
+
+@pytest.mark.parametrize("long", ["龘" * 5000, "I keep bees. " * 900])
+def test_a_long_message_still_fits_the_context_with_room_for_the_longest_json(backend, long):
+    messages = llm_messages(long)
+    assert long[:MESSAGE_CHARS] in messages[0]["content"] and long[:MESSAGE_CHARS + 1] not in messages[0]["content"]
+    assert len(backend.prompt_ids(messages)) + LLM_MAX_TOKENS <= backend.context_length
+
+
+@pytest.mark.parametrize("which", ["backend", "transformers_backend"])
+def test_each_backend_enforces_the_limits_while_decoding(which, request):
+    """A model pushed (logit bias) to write backslashes, newlines and endless a's still
+    writes the compact JSON the schema allows: llama.cpp's grammar and ours (grammar.py)."""
+    from roleplay.backends.base import SamplingParams
+
+    b = request.getfixturevalue(which)
+    tok = b.tokenizer
+    push = {tok.convert_tokens_to_ids(t): bias for t, bias in (("a", 30.0), ("\\", 40.0), ("Ċ", 40.0))}
+    schema = {"type": "object", "properties": {"t": {"type": "string", "maxLength": 5, "pattern": FACT_SCHEMA[
+        "properties"]["facts"]["items"]["properties"]["text"]["pattern"]}}, "required": ["t"], "additionalProperties": False}
+    out = b.generate([{"role": "user", "content": "Write anything."}],
+                     SamplingParams(max_tokens=24, temperature=0.0, logit_bias=push, json_schema=schema))
+    assert out == '{"t": "aaaaa"}'
+
+
+# The messages whose output was cut off before (bench/memory.py, max_tokens 300), and one
+# message per case and language; the full set (324 messages) runs in bench/memory.py.
+FAILED_BEFORE = ["I'm allergic to peanuts.", "I brew my own ginger beer.", "I'm 41, married, and I teach history."]
 SAMPLE = [next(i for i in LABELLED if i["lang"] == lang and i["case"] == case) for lang in ("en", "zh") for case in CASES]
 
 
 def test_constrained_decoding_gives_valid_json_on_the_cpu_model(backend):
-    """The real SmolLM2-135M, JSON-schema constrained: every output parses and fits the schema."""
-    import jsonschema
-
-    assert len(SAMPLE) == 2 * len(CASES)
-    results = extract_llm_batch(backend, [i["text"] for i in SAMPLE])
-    for item, (raw, facts) in zip(SAMPLE, results):
+    """The real SmolLM2-135M on the default backend, JSON-schema constrained: every output
+    parses and validates, also where the model loops (FAILED_BEFORE)."""
+    assert len(SAMPLE) == 2 * len(CASES) and set(FAILED_BEFORE) <= {i["text"] for i in LABELLED}
+    texts = FAILED_BEFORE + [i["text"] for i in SAMPLE]
+    results = extract_llm_batch(backend, texts)
+    for text, (raw, facts) in zip(texts, results):
         data = json.loads(raw)  # never raises: the backend cannot produce anything else
         jsonschema.validate(data, FACT_SCHEMA)
-        assert all(_grounded(f.text, item["text"]) for f in facts)  # what survives is supported
+        assert all(_grounded(f.text, text) for f in facts)  # what survives is supported
 
 
 def test_worker_runs_jobs_off_the_callers_thread_in_order():

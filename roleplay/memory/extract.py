@@ -31,8 +31,9 @@ from .fact import Fact
 #: Limits of the model pass: facts per message, characters of a fact and of its evidence.
 MAX_FACTS, TEXT_CHARS, EVIDENCE_CHARS = 3, 100, 80
 #: Characters of the message the model pass reads (a longer message's tail is left to the
-#: rules), so the prompt plus `LLM_MAX_TOKENS` fits a 4,096-token context.
-MESSAGE_CHARS = 1000
+#: rules), so the prompt (~500 tokens in Chinese) plus `LLM_MAX_TOKENS` fits a 4,096-token
+#: context even at three tokens per character.
+MESSAGE_CHARS = 600
 # subtle: a string value may hold any character of the Basic Multilingual Plane except `"`,
 # `\`, control characters and DEL (which llguidance writes as the escape \u007f: six bytes), so
 # every character is written as itself in at most three UTF-8 bytes; with the fixed layout
