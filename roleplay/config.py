@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -45,6 +46,9 @@ class Settings(BaseModel):
     model: str | None = None
     #: "use" (multilingual USE v3, bundled) or a sentence-transformers model folder.
     embedder: str = "use"
+    #: Story retrieval method (docs/retrieval.md): "hybrid" (fast default) or "e5" (adds the
+    #: multilingual-e5 embedder: better on long scenes and across languages, ~20x slower to index).
+    retrieval: Literal["hybrid", "e5", "weighted", "rrf", "vector", "keyword"] = "hybrid"
     device: str = "auto"
     #: Memory for kept KV caches of recent prompts (transformers backend), in MiB; 0 = off.
     kv_cache_mb: int = Field(1024, ge=0)
@@ -83,7 +87,8 @@ class Settings(BaseModel):
             values["character_dirs"] = [Path(p).expanduser() for p in env["ROLEPLAY_CHARACTERS"].split(os.pathsep) if p]
         for key, var in [("cache_dir", "ROLEPLAY_CACHE"), ("chroma_url", "ROLEPLAY_CHROMA_URL"),
                          ("backend", "ROLEPLAY_BACKEND"), ("model", "ROLEPLAY_MODEL"),
-                         ("embedder", "ROLEPLAY_EMBEDDER"), ("device", "ROLEPLAY_DEVICE"),
+                         ("embedder", "ROLEPLAY_EMBEDDER"), ("retrieval", "ROLEPLAY_RETRIEVAL"),
+                         ("device", "ROLEPLAY_DEVICE"),
                          ("openai_base_url", "ROLEPLAY_OPENAI_BASE_URL"),
                          ("openai_api_key", "ROLEPLAY_OPENAI_API_KEY"),
                          ("kv_cache_mb", "ROLEPLAY_KV_CACHE_MB"), ("max_batch", "ROLEPLAY_MAX_BATCH"),

@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import numpy as np
 
-METHODS = ("hybrid", "weighted", "rrf", "vector", "keyword")
+METHODS = ("hybrid", "e5", "weighted", "rrf", "vector", "keyword")
 #: z-score weights of (vector, window, keyword) in ``hybrid``, chosen on the dev corpus
 #: (bench/retrieval.py --quality: wukong) and checked on the hard set; see docs/retrieval.md.
 WEIGHTS = (1.0, 1.0, 1.5)
+#: ``e5``: z-score weight of the second embedder's best-unit cosine, added to ``hybrid``'s.
+SECOND_WEIGHT = 2.0
 #: ``weighted``: share of the vector signal (keyword gets the rest).
 VECTOR_WEIGHT = 0.6
 RRF_K = 60
@@ -39,10 +41,14 @@ def zscore(x: np.ndarray) -> np.ndarray:
 
 
 def calibrated(vector: np.ndarray, window: np.ndarray, keyword: np.ndarray,
-               *, weights: tuple[float, float, float] | None = None) -> np.ndarray:
-    """The ``hybrid`` score of each candidate, in 0–1 (see the module docstring)."""
+               *, weights: tuple[float, float, float] | None = None, second: np.ndarray | None = None,
+               second_weight: float | None = None) -> np.ndarray:
+    """The ``hybrid`` score of each candidate, in 0–1 (see the module docstring); with
+    ``second`` (the ``e5`` method) its z-score is added at ``SECOND_WEIGHT``."""
     wv, ww, wk = weights or WEIGHTS
     total = wv * zscore(vector) + ww * zscore(window) + wk * zscore(np.log1p(np.maximum(keyword, 0.0)))
+    if second is not None:
+        total = total + (SECOND_WEIGHT if second_weight is None else second_weight) * zscore(second)
     return unit(total)
 
 

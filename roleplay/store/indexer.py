@@ -42,6 +42,11 @@ def windows_name(card_id: str, embedder: Embedder) -> str:
     return f"{collection_name(card_id, embedder)}-w"
 
 
+def second_name(card_id: str, embedder: Embedder) -> str:
+    """Name of the collection holding the second embedder's vectors (``e5`` method)."""
+    return f"{collection_name(card_id, embedder)}-e5"
+
+
 def card_fingerprint(card: Character, embedder: Embedder) -> str:
     # The window shape is part of the index: changing it re-syncs the windows.
     return fingerprint(card.all_stories(), embedder=embedder.name,
@@ -122,8 +127,44 @@ def sync_collection(collection: Any, card: Character, embedder: Embedder, *, fp:
             "embed_seconds": round(timer[0], 3), "seconds": round(time.perf_counter() - t0, 3)}
 
 
+def sync_second(collection: Any, card: Character, embedder: Embedder, *, fp: str,
+                progress: bool = False) -> dict:
+    """Bring ``collection`` (the second embedder's units) in line with ``card``: one unit
+    per line window of a long story and one per short story (the story itself), each
+    with its story item's id as ``parent``. A no-op when its fingerprint is ``fp``."""
+    if (collection.metadata or {}).get("fingerprint") == fp:
+        return {"units": int((collection.metadata or {}).get("items", 0)), "units_added": 0}
+    t0 = time.perf_counter()
+    items, _dups = build_items(card.all_stories())
+    units: list[Item] = []
+    for it in items:
+        wins = window_items([it])
+        units.extend(wins or [Item(id=it.id, text=it.text, source=it.id, chunk=0)])
+    have = set(collection.get(include=[])["ids"])
+    new = [u for u in units if u.id not in have]
+    removed = sorted(have - {u.id for u in units})
+    bar = None
+    if progress and new:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(new), desc=f"index {card.id} (e5)", unit="text", leave=False)
+    timer = [0.0]
+    try:
+        _embed_into(collection, new, embedder, lambda u: {"parent": u.source, "window": u.chunk}, timer, bar,
+                    batch=16)
+    finally:
+        if bar is not None:
+            bar.close()
+    for start in range(0, len(removed), 1000):
+        collection.delete(ids=removed[start:start + 1000])
+    collection.modify(metadata={"character": card.id, "embedder": embedder.name, "fingerprint": fp,
+                                "items": len(units)})
+    return {"units": len(units), "units_added": len(new), "units_embed_seconds": round(timer[0], 3),
+            "units_seconds": round(time.perf_counter() - t0, 3)}
+
+
 def _embed_into(collection: Any, items: list[Item], embedder: Embedder, metadata: Any,
-                timer: list[float], bar: Any) -> None:
+                timer: list[float], bar: Any, *, batch: int = BATCH) -> None:
     """Embed ``items`` in batches and add them to ``collection`` (time inside the embedder
     is added to ``timer[0]``)."""
     pending: list[tuple[Item, Any]] = []
@@ -135,19 +176,19 @@ def _embed_into(collection: Any, items: list[Item], embedder: Embedder, metadata
                            metadatas=[metadata(it) for it, _ in pending])
             pending.clear()
 
-    for start in range(0, len(items), BATCH):
-        batch = items[start:start + BATCH]
+    for start in range(0, len(items), batch):
+        chunk = items[start:start + batch]
         te = time.perf_counter()
-        vectors = embedder.embed([it.text for it in batch])
+        vectors = embedder.embed([it.text for it in chunk])
         timer[0] += time.perf_counter() - te
-        pending.extend(zip(batch, vectors))
+        pending.extend(zip(chunk, vectors))
         # Each Chroma add has a large fixed cost (measured: 16 adds of 128 rows took
         # 4.9 s, 2 adds of 1,000 took 2.9 s): embed in small batches for a live
         # progress bar, write in large ones.
         if len(pending) >= ADD_BATCH:
             flush()
         if bar is not None:
-            bar.update(len(batch))
+            bar.update(len(chunk))
     flush()
 
 

