@@ -131,16 +131,25 @@ def run(name: str, *, clients: list[int], seconds: float, max_tokens: int, basel
         rss_start = server.rss_mb()
         single, single_model = baseline(server.base, cards, requests=baseline_requests, max_tokens=max_tokens)
         for n in clients:
+            before = httpx.get(server.base + "/health", timeout=5).json().get("scheduler")
             t1 = time.perf_counter()
             stats = run_clients(server.base, cards, clients=n, seconds=seconds, max_tokens=max_tokens)
             wall = time.perf_counter() - t1
             s = summary(stats)
+            after = httpx.get(server.base + "/health", timeout=5).json().get("scheduler")
             runs.append({"clients": n, "requests": s["requests"], "errors": s["errors"], "crossed": s["crossed"],
                          "tokens_per_s": round(s["tokens"] / wall, 2) if wall else None,
                          "ttft_model_p50_s": s["ttft_model_p50_s"], "ttft_model_p95_s": s["ttft_model_p95_s"],
                          "ttft_p50_s": s["ttft_p50_s"], "ttft_p95_s": s["ttft_p95_s"],
                          "latency_p50_s": s["latency_p50_s"], "wall_s": round(wall, 1),
                          "error_samples": s["error_samples"], "crossed_samples": s["crossed_samples"]})
+            if before and after:  # transformers: how the prompts were read, how full the batches were
+                d = {k: after[k] - before[k] for k in after}
+                prompt = d["read_tokens"] + d["reused_tokens"]
+                runs[-1].update(prompt_tokens_read=d["read_tokens"],
+                                prompt_reused_share=round(d["reused_tokens"] / prompt, 2) if prompt else None,
+                                rows_per_step=round(d["rows"] / d["steps"], 2) if d["steps"] else None,
+                                preempted=d["preempted"])
         rss_end = server.rss_mb()
         health = httpx.get(server.base + "/health", timeout=5).json()
     finally:

@@ -128,9 +128,13 @@ def test_batch_rows_finishing_early_match_one_at_a_time(fresh):
     batch = [[{"role": "user", "content": "Say only the word yes."}], SHERLOCK, PIRATE,
              SHERLOCK + [{"role": "assistant", "content": "(looks up from the microscope)"}]]
     params = SamplingParams(max_tokens=48, temperature=0)
-    reused = fresh.scheduler.stats["reused_tokens"]
+    stats = dict(fresh.scheduler.stats)
     batched = fresh.generate_batch(batch, params)
-    assert fresh.scheduler.stats["reused_tokens"] > reused  # the two Sherlock rows share their prefix
+    reused = fresh.scheduler.stats["reused_tokens"] - stats["reused_tokens"]
+    read = fresh.scheduler.stats["read_tokens"] - stats["read_tokens"]
+    assert reused > 0  # the two Sherlock rows share their prefix
+    # every prompt token but the last (the first decoding step's input) was read or reused
+    assert reused + read == sum(len(fresh.prompt_ids(m)) - 1 for m in batch)
     fresh.reuse_cache = False
     singles = [fresh.generate(m, params) for m in batch]
     assert batched == singles

@@ -117,7 +117,7 @@ class Scheduler:
         self._stopped = False
         self._thread.start()
         #: Figures for benchmarks and /health: steps, rows per step, prefill chunks.
-        self.stats = {"steps": 0, "rows": 0, "chunks": 0, "preempted": 0, "reused_tokens": 0}
+        self.stats = {"steps": 0, "rows": 0, "chunks": 0, "preempted": 0, "reused_tokens": 0, "read_tokens": 0}
 
     # -- the callers' side ----------------------------------------------------------------
     def submit(self, prompt: list[int], params: SamplingParams, priority: int = Priority.USER) -> Request:
@@ -309,6 +309,7 @@ class Scheduler:
                 model(input_ids=torch.tensor([head[req.filled:end]], device=self.backend.device),
                       past_key_values=req.cache, use_cache=True, logits_to_keep=1)
                 self.stats["chunks"] += 1
+                self.stats["read_tokens"] += end - req.filled
             req.filled = end
         except BaseException as exc:
             self._reading.remove(req)

@@ -141,10 +141,14 @@ def create_app(engine: "Engine", *, api_keys: Iterable[str] | None = None,
     def health() -> dict:
         s = engine.settings
         backend = engine._backend  # not loaded by a health check
-        waiting = getattr(getattr(backend, "scheduler", None), "waiting", 0) if backend is not None else 0
+        scheduler = getattr(backend, "scheduler", None) if backend is not None else None
         from ..backends.registry import pick_backend
 
-        return {"status": "ok", "backend": pick_backend(s), "model": s.model, "waiting": waiting}
+        out = {"status": "ok", "backend": pick_backend(s), "model": s.model,
+               "waiting": scheduler.waiting if scheduler is not None else 0}
+        if scheduler is not None:  # the batching figures benchmarks report (docs/concurrency.md)
+            out["scheduler"] = dict(scheduler.stats)
+        return out
 
     @app.get("/v1/models")
     def models(request: Request) -> dict:

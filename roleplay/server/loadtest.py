@@ -136,7 +136,9 @@ def run_clients(base: str, cards: list[Any], *, clients: int, seconds: float, ma
         with httpx.Client() as http:
             while time.monotonic() < deadline and time.monotonic() < stop_all:
                 text = PROMPTS[(i + turn) % len(PROMPTS)]
-                messages = history[-4:] + [{"role": "user", "content": text}]
+                # the whole chat, as chat clients (SillyTavern, ChatGPT-style UIs) send it; the
+                # server trims it to its history budget
+                messages = history + [{"role": "user", "content": text}]
                 try:
                     res = stream_once(http, base, "roleplay/" + card.id, messages, max_tokens=max_tokens,
                                       headers=headers, timeout=max(60.0, stop_all - time.monotonic()))
