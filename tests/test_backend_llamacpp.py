@@ -5,6 +5,7 @@ Every test runs llama.cpp for real; outputs are kept short (a busy 2-core machin
 from __future__ import annotations
 
 import json
+import secrets
 import threading
 from importlib.util import find_spec
 
@@ -13,7 +14,7 @@ import pytest
 from roleplay.backends import SamplingParams, get_backend
 from roleplay.backends.base import BackendBusy, Priority
 from roleplay.backends.gguf import default_gguf
-from roleplay.backends.llamacpp_backend import LlamaCppBackend
+from roleplay.backends.llamacpp_backend import PREFILL_CHUNK, LlamaCppBackend
 from roleplay.backends.registry import pick_backend
 from roleplay.config import Settings
 from roleplay.errors import BackendError, ConfigError
@@ -252,6 +253,34 @@ def test_closing_a_stream_frees_its_slot(llama):
     gen.close()
     assert llama.admission.busy == 0 and gen.finish_reason == "stop"
     assert llama.generate(HELLO, greedy(max_tokens=3))
+
+
+def test_a_long_new_prompt_does_not_freeze_running_streams(llama):
+    """Chunked prefill: while another request's long prompt is read, a running stream
+    keeps getting tokens (in one 2,048-token step it would get one, then wait)."""
+    no_end = {llama.tokenizer.convert_tokens_to_ids(t): -100.0 for t in ("<|im_end|>", "<|endoftext|>")}
+    running = llama.stream(HELLO, greedy(max_tokens=400, logit_bias=no_end))
+    next(running)
+    words = " ".join(f"item{n}" for n in range(300))  # fresh text: nothing of it is cached
+    long_prompt = [{"role": "user", "content": f"{secrets.token_hex(4)} Count these: {words}"}]
+    assert llama.count_tokens(words) >= 10 * PREFILL_CHUNK
+    done = threading.Event()
+
+    def read_long() -> None:
+        llama.generate(long_prompt, greedy(max_tokens=1))
+        done.set()
+
+    reader = threading.Thread(target=read_long)
+    reader.start()
+    during = 0
+    for _chunk in running:
+        if done.is_set():
+            break
+        during += 1
+    running.close()
+    reader.join()
+    assert done.is_set(), "the running stream ended before the long prompt was read"
+    assert during >= 6  # ~1 per 64-token chunk of the long prompt
 
 
 @pytest.fixture(scope="module")
