@@ -36,6 +36,11 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 CARDS = ["sherlock", "ada", "sunwukong", "daiyu"]
 
 
+def log(msg: str) -> None:
+    """Progress on stderr, so a run cut short by a timeout still leaves its figures so far."""
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -98,6 +103,7 @@ def raw_llamacpp(home: Path, cards: list, *, clients: list[int], seconds: float,
         for t in threads:
             t.join()
         out[n] = round(sum(tokens) / (time.perf_counter() - start), 2)
+        log(f"raw xllamacpp, {n} streams: {out[n]} tokens/s")
     return out
 
 
@@ -128,8 +134,10 @@ def run(name: str, *, clients: list[int], seconds: float, max_tokens: int, basel
                 if res["error"]:
                     raise RuntimeError(f"warm-up failed: {res['error']}")
         warmup_s = time.perf_counter() - t0
+        log(f"warm-up done in {warmup_s:.0f}s")
         rss_start = server.rss_mb()
         single, single_model = baseline(server.base, cards, requests=baseline_requests, max_tokens=max_tokens)
+        log(f"lone-client baseline: ttft {single}, model ttft {single_model}")
         for n in clients:
             before = httpx.get(server.base + "/health", timeout=5).json().get("scheduler")
             t1 = time.perf_counter()
@@ -143,6 +151,7 @@ def run(name: str, *, clients: list[int], seconds: float, max_tokens: int, basel
                          "ttft_p50_s": s["ttft_p50_s"], "ttft_p95_s": s["ttft_p95_s"],
                          "latency_p50_s": s["latency_p50_s"], "wall_s": round(wall, 1),
                          "error_samples": s["error_samples"], "crossed_samples": s["crossed_samples"]})
+            log(f"run: {json.dumps(runs[-1], ensure_ascii=False)}")
             if before and after:  # transformers: how the prompts were read, how full the batches were
                 d = {k: after[k] - before[k] for k in after}
                 prompt = d["read_tokens"] + d["reused_tokens"]
