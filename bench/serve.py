@@ -108,11 +108,13 @@ def raw_llamacpp(home: Path, cards: list, *, clients: list[int], seconds: float,
 
 
 def run(name: str, *, clients: list[int], seconds: float, max_tokens: int, baseline_requests: int,
-        raw: bool = False) -> dict:
+        raw: bool = False, warm_turns: int = 1) -> dict:
     """Shared by bench/serve.py and bench/soak.py: one server, a run per client count, as a dict.
 
     The first count is the baseline: aggregate generated tokens/s and time-to-first-token
-    at every other count are divided by its figures (measured in the same run).
+    at every other count are divided by its figures (measured in the same run). Each
+    client's first ``warm_turns`` turns are not measured (a chat's first turn reads its
+    whole prompt; later turns reuse it): their TTFT is reported apart.
     """
     from roleplay.cards import get_card
     from roleplay.config import Settings
@@ -139,10 +141,11 @@ def run(name: str, *, clients: list[int], seconds: float, max_tokens: int, basel
         single, single_model = baseline(server.base, cards, requests=baseline_requests, max_tokens=max_tokens)
         log(f"lone-client baseline: ttft {single}, model ttft {single_model}")
         for n in clients:
-            before = httpx.get(server.base + "/health", timeout=5).json().get("scheduler")
-            t1 = time.perf_counter()
-            stats = run_clients(server.base, cards, clients=n, seconds=seconds, max_tokens=max_tokens)
-            wall = time.perf_counter() - t1
+            before: dict = {}
+            stats, wall = run_clients(
+                server.base, cards, clients=n, seconds=seconds, max_tokens=max_tokens, warm_turns=warm_turns,
+                on_start=lambda: before.update(httpx.get(server.base + "/health", timeout=5).json()))
+            before = before.get("scheduler")
             s = summary(stats)
             after = httpx.get(server.base + "/health", timeout=5).json().get("scheduler")
             runs.append({"clients": n, "requests": s["requests"], "errors": s["errors"], "crossed": s["crossed"],
@@ -150,6 +153,7 @@ def run(name: str, *, clients: list[int], seconds: float, max_tokens: int, basel
                          "ttft_model_p50_s": s["ttft_model_p50_s"], "ttft_model_p95_s": s["ttft_model_p95_s"],
                          "ttft_p50_s": s["ttft_p50_s"], "ttft_p95_s": s["ttft_p95_s"],
                          "latency_p50_s": s["latency_p50_s"], "wall_s": round(wall, 1),
+                         "first_turn_ttft_model_p50_s": s["first_turn_ttft_model_p50_s"],
                          "error_samples": s["error_samples"], "crossed_samples": s["crossed_samples"]})
             log(f"run: {json.dumps(runs[-1], ensure_ascii=False)}")
             if before and after:  # transformers: how the prompts were read, how full the batches were
@@ -181,7 +185,7 @@ def run(name: str, *, clients: list[int], seconds: float, max_tokens: int, basel
         r["ttft_model_p50_ratio"] = ratio(r["ttft_model_p50_s"], base["ttft_model_p50_s"])
         r["ttft_model_p95_ratio"] = ratio(r["ttft_model_p95_s"], base["ttft_model_p95_s"])
     return {
-        "bench": name, "backend": backend, "seconds": seconds, "max_tokens": max_tokens,
+        "bench": name, "backend": backend, "seconds": seconds, "max_tokens": max_tokens, "warm_turns": warm_turns,
         "baseline_clients": base["clients"], "runs": runs,
         "errors": sum(r["errors"] for r in runs), "crossed": sum(r["crossed"] for r in runs),
         "baseline_single_ttft_model_p50_s": median(single_model), "baseline_single_ttft_p50_s": median(single),
@@ -199,6 +203,8 @@ def main(name: str = "serve", *, clients: str = "1,4,8,16", seconds: float = 30.
     ap.add_argument("--seconds", type=float, default=seconds, help="per client count")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--baseline-requests", type=int, default=3)
+    ap.add_argument("--warm-turns", type=int, default=1,
+                    help="turns of each chat before the clock starts (reported apart; 0: measure first turns)")
     ap.add_argument("--no-raw", action="store_true", help="skip the raw xllamacpp baseline (llamacpp only)")
     ap.add_argument("--backend", default=None, help="roleplay backend for the server (default: the default)")
     a = ap.parse_args()
@@ -206,7 +212,8 @@ def main(name: str = "serve", *, clients: str = "1,4,8,16", seconds: float = 30.
         os.environ["ROLEPLAY_BACKEND"] = a.backend
     counts = [int(c) for c in str(a.clients).split(",") if c.strip()]
     result = run(name, clients=counts, seconds=a.seconds, max_tokens=a.max_tokens,
-                 baseline_requests=a.baseline_requests, raw=name == "serve" and not a.no_raw)
+                 baseline_requests=a.baseline_requests, raw=name == "serve" and not a.no_raw,
+                 warm_turns=a.warm_turns)
     print(json.dumps(result, ensure_ascii=False))
     return 0 if result["errors"] == 0 and result["crossed"] == 0 else 1
 

@@ -50,6 +50,8 @@ class ClientStats:
     crossed: list[str] = field(default_factory=list)
     ids: list[str] = field(default_factory=list)
     unfinished: bool = False
+    #: Time to first model token of the warm-up turns (a chat's first turns read whole prompts).
+    first_ttft_model: list[float] = field(default_factory=list)
     #: Tokens the model generated for this client (the server's usage counts).
     tokens: int = 0
 
@@ -123,10 +125,25 @@ def stream_once(http: httpx.Client, base: str, model: str, messages: list[dict],
 
 
 def run_clients(base: str, cards: list[Any], *, clients: int, seconds: float, max_tokens: int,
-                headers: dict | None = None, hard_limit: float = 900.0) -> list[ClientStats]:
-    """``clients`` threads chatting until ``seconds`` pass (requests in flight then finish)."""
-    deadline = time.monotonic() + seconds
+                headers: dict | None = None, hard_limit: float = 900.0,
+                warm_turns: int = 0, on_start: Any = None) -> tuple[list[ClientStats], float]:
+    """``clients`` threads chatting until ``seconds`` pass (requests in flight then finish).
+
+    Each client first has ``warm_turns`` turns of its chat (checked, but recorded apart in
+    ``ClientStats.first_ttft_model``); the clock starts when every client has had them, so
+    the figures describe chats under way, not a crowd of first turns. ``on_start()`` runs
+    then. Returns the stats and the measured seconds.
+    """
     stop_all = time.monotonic() + hard_limit
+    clock: dict[str, float] = {}
+
+    def start_clock() -> None:  # run by one thread when all have warmed up, before any goes on
+        if on_start is not None:
+            on_start()
+        clock["start"] = time.monotonic()
+        clock["deadline"] = clock["start"] + seconds
+
+    gate = threading.Barrier(clients, action=start_clock)
     stats = [ClientStats(cards[i % len(cards)].id) for i in range(clients)]
 
     def client(i: int) -> None:
@@ -134,7 +151,16 @@ def run_clients(base: str, cards: list[Any], *, clients: int, seconds: float, ma
         history: list[dict] = []
         turn = 0
         with httpx.Client() as http:
-            while time.monotonic() < deadline and time.monotonic() < stop_all:
+            while time.monotonic() < stop_all:
+                warm = turn < warm_turns
+                if not warm and turn == warm_turns:
+                    try:
+                        gate.wait(timeout=max(1.0, stop_all - time.monotonic()))
+                    except threading.BrokenBarrierError:
+                        st.errors.append("the warm-up turns did not finish before the hard limit")
+                        return
+                if not warm and time.monotonic() >= clock["deadline"]:
+                    return
                 text = PROMPTS[(i + turn) % len(PROMPTS)]
                 # the whole chat, as chat clients (SillyTavern, ChatGPT-style UIs) send it; the
                 # server trims it to its history budget
@@ -143,28 +169,24 @@ def run_clients(base: str, cards: list[Any], *, clients: int, seconds: float, ma
                     res = stream_once(http, base, "roleplay/" + card.id, messages, max_tokens=max_tokens,
                                       headers=headers, timeout=max(60.0, stop_all - time.monotonic()))
                 except Exception as exc:  # a dropped connection is an error to count, not a crash
-                    st.errors.append(f"{type(exc).__name__}: {exc}"[:200])
-                    continue
+                    res = {"error": f"{type(exc).__name__}: {exc}"[:200]}
                 if res["error"]:
                     st.errors.append(res["error"])
+                    if warm:
+                        turn += 1  # still reach the gate, so the others are not kept waiting
                     continue
-                st.done += 1
-                st.tokens += res["completion_tokens"]
-                st.totals.append(res["total"])
-                if res["ttft"] is not None:
-                    st.ttft.append(res["ttft"])
-                if res["ttft_model"] is not None:
-                    st.ttft_model.append(res["ttft_model"])
-                ids = res["ids"]
-                note = (res["extra"] or {}).get("note") or ""
-                if len(ids) != 1:
-                    st.crossed.append(f"{len(ids)} completion ids in one stream")
+                _check(card, st, res)
+                if warm:
+                    if res["ttft_model"] is not None:
+                        st.first_ttft_model.append(res["ttft_model"])
                 else:
-                    st.ids.append(next(iter(ids)))
-                if note and not res["text"].lstrip().startswith(note.strip()):
-                    st.crossed.append(f"text does not start with its own note {note!r}")
-                if not owns_note(card, note):
-                    st.crossed.append(f"note {note!r} is not {card.id}'s")
+                    st.done += 1
+                    st.tokens += res["completion_tokens"]
+                    st.totals.append(res["total"])
+                    if res["ttft"] is not None:
+                        st.ttft.append(res["ttft"])
+                    if res["ttft_model"] is not None:
+                        st.ttft_model.append(res["ttft_model"])
                 history += [{"role": "user", "content": text}, {"role": "assistant", "content": res["text"]}]
                 turn += 1
 
@@ -178,7 +200,21 @@ def run_clients(base: str, cards: list[Any], *, clients: int, seconds: float, ma
     all_ids = [i for st in stats for i in st.ids]
     if len(all_ids) != len(set(all_ids)):
         stats[0].crossed.append("a completion id was seen by two clients")
-    return stats
+    return stats, time.monotonic() - clock.get("start", time.monotonic())
+
+
+def _check(card: Any, st: ClientStats, res: dict) -> None:
+    """Record anything in ``res`` that is not this client's own reply."""
+    ids = res["ids"]
+    note = (res["extra"] or {}).get("note") or ""
+    if len(ids) != 1:
+        st.crossed.append(f"{len(ids)} completion ids in one stream")
+    else:
+        st.ids.append(next(iter(ids)))
+    if note and not res["text"].lstrip().startswith(note.strip()):
+        st.crossed.append(f"text does not start with its own note {note!r}")
+    if not owns_note(card, note):
+        st.crossed.append(f"note {note!r} is not {card.id}'s")
 
 
 def summary(stats: list[ClientStats]) -> dict:
@@ -192,6 +228,7 @@ def summary(stats: list[ClientStats]) -> dict:
             "unfinished_at_hard_limit": sum(st.unfinished for st in stats),
             "ttft_p50_s": percentile(ttft, 0.5), "ttft_p95_s": percentile(ttft, 0.95),
             "ttft_model_p50_s": percentile(ttft_model, 0.5), "ttft_model_p95_s": percentile(ttft_model, 0.95),
+            "first_turn_ttft_model_p50_s": percentile([t for st in stats for t in st.first_ttft_model], 0.5),
             "latency_p50_s": percentile(totals, 0.5), "latency_p95_s": percentile(totals, 0.95),
             "error_samples": [e for st in stats for e in st.errors][:3],
             "crossed_samples": [c for st in stats for c in st.crossed][:3]}
