@@ -445,7 +445,7 @@ class Retriever:
               else None)
         if e5 is not None:
             e5[e5 < -0.5] = float(e5[e5 >= -0.5].min()) if (e5 >= -0.5).any() else 0.0
-            total = fusion.calibrated(vec, win, kw, second=e5)
+            total = fusion.calibrated(vec, win, kw, weights=fusion.E5_WEIGHTS, second=e5)
         elif fused:
             total = fusion.calibrated(vec, win, kw)
         else:
