@@ -13,6 +13,8 @@ Signals per candidate story: ``vector`` (cosine of the whole story with the conv
 - ``weighted``: the previous default: 0.6 × vector min-max over the pool + 0.4 × BM25 /
   best BM25 (no windows, no bridges); kept to compare against.
 - ``rrf``: reciprocal-rank fusion (k=60); ``vector`` and ``keyword``: one signal.
+- ``e5``: ``hybrid``'s z-scores (`E5_WEIGHTS`) plus the second embedder's best-unit
+  cosine (multilingual-e5-small, `roleplay.store.e5`) at `SECOND_WEIGHT`.
 
 `calibrated` maps its sum into 0–1 over the pool (best = 1) so ``score`` reads the same
 for every method. Trade-off: a z-score needs a pool; with two or three candidates it

@@ -164,7 +164,7 @@ def sync_second(collection: Any, card: Character, embedder: Embedder, *, fp: str
 
 
 def _embed_into(collection: Any, items: list[Item], embedder: Embedder, metadata: Any,
-                timer: list[float], bar: Any, *, batch: int = BATCH) -> None:
+                timer: list[float], bar: Any, *, batch: int | None = None) -> None:
     """Embed ``items`` in batches and add them to ``collection`` (time inside the embedder
     is added to ``timer[0]``)."""
     pending: list[tuple[Item, Any]] = []
@@ -176,6 +176,7 @@ def _embed_into(collection: Any, items: list[Item], embedder: Embedder, metadata
                            metadatas=[metadata(it) for it, _ in pending])
             pending.clear()
 
+    batch = batch or BATCH  # read at call time (tests shrink it)
     for start in range(0, len(items), batch):
         chunk = items[start:start + batch]
         te = time.perf_counter()

@@ -10,7 +10,9 @@ other names, dictionary translations: `bridge`); the signals are fused per query
 Fusion (``method``): ``hybrid`` (default) sums z-scores of the story's cosine, its best
 window's cosine and log BM25 over the candidate pool; ``weighted`` (the previous
 default) is 0.6 × min-max cosine + 0.4 × BM25 / best; ``rrf``, ``vector`` and
-``keyword`` are there to compare. Measured in docs/retrieval.md: hybrid wins on the easy,
+``keyword`` are there to compare. ``e5`` (optional, ``settings.retrieval``) adds a second
+embedder's best-unit cosine (`e5`; units in a third collection, embedded at index time
+or on the first ``e5`` query): better on long scenes, ~10× slower to index. Measured in docs/retrieval.md: hybrid wins on the easy,
 the hard and the real (wukong) query sets, most across languages.
 
 Trade-offs: per character the process keeps the documents, the BM25 postings and the
