@@ -75,9 +75,7 @@ def create_app(engine: "Engine", *, api_keys: Iterable[str] | None = None,
 
     >>> app = create_app(Engine())  # doctest: +SKIP
     """
-    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, StreamingResponse
-    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     keys = [k for k in (api_keys or []) if k]
     queue = StreamBridge()
@@ -96,31 +94,7 @@ def create_app(engine: "Engine", *, api_keys: Iterable[str] | None = None,
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
     app.add_middleware(AccessLogMiddleware)  # outermost: logs 413s too
 
-    @app.exception_handler(APIError)
-    async def _api_error(_req: Request, exc: APIError) -> JSONResponse:
-        return JSONResponse(error_body(exc.message, type=exc.type, param=exc.param, code=exc.code),
-                            status_code=exc.status, headers=exc.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_req: Request, exc: RequestValidationError) -> JSONResponse:
-        err = exc.errors()[0]
-        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
-        param = ".".join(loc) or None
-        msg = str(err.get("msg", "invalid request")).removeprefix("Value error, ")
-        if not param and err.get("type") != "missing":
-            msg = "the request body must be a JSON object (an OpenAI completion request)"
-        return JSONResponse(error_body(f"{param}: {msg}" if param else msg, param=param,
-                                       code="invalid_value"), status_code=400)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-        return JSONResponse(error_body(str(exc.detail), code=code), status_code=exc.status_code)
-
-    @app.exception_handler(RoleplayError)
-    async def _roleplay(_req: Request, exc: RoleplayError) -> JSONResponse:
-        status = 503 if isinstance(exc, BackendError) else 500
-        return JSONResponse(error_body(str(exc), type="server_error"), status_code=status)
+    _handle_errors(app)
 
     def check_key(request: Request) -> None:
         if not keys:
@@ -228,23 +202,8 @@ def create_app(engine: "Engine", *, api_keys: Iterable[str] | None = None,
             return StreamingResponse(_sse(items, cancels=cancels, cid=cid, model=body.model, turn=turn,
                                           include_usage=include_usage, clamp=clamp),
                                      media_type="text/event-stream", headers=headers)
-        try:
-            results = await asyncio.gather(*(_collect(it) for it in items))
-        finally:
-            for c in cancels:
-                c.set()
-        choices, replies = [], []
-        for chunks, reply in results:
-            content, reasoning = split_think("".join(chunks) if turn.mode == "continue" else reply.text)
-            choices.append({"message": message_body(content, reasoning=reasoning), "finish_reason": reply.finish_reason,
-                            "logprobs": logprobs_body(reply.logprobs)})
-            replies.append(reply)
-        usage = usage_body(replies[0].prompt_tokens, sum(r.completion_tokens for r in replies), clamped_to=clamp)
-        out = completion_body(cid, body.model, choices, usage=usage, extra=_reply_extra(replies[0], turn))
-        if len(replies) > 1:
-            for choice, reply in zip(out["choices"], replies):
-                choice["roleplay"] = _reply_extra(reply, turn)
-        return JSONResponse(out, headers=headers)
+        return JSONResponse(_chat_body(await _collect_all(items, cancels), cid=cid, model=body.model, turn=turn,
+                                       clamp=clamp), headers=headers)
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request) -> Any:
@@ -264,12 +223,7 @@ def create_app(engine: "Engine", *, api_keys: Iterable[str] | None = None,
             return StreamingResponse(_sse_text(items, cancels=cancels, cid=cid, model=body.model, echo=echo),
                                      media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        try:
-            results = await asyncio.gather(*(_collect(it) for it in items))
-        finally:
-            for c in cancels:
-                c.set()
-        replies = [reply for _chunks, reply in results]
+        replies = [reply for _chunks, reply in await _collect_all(items, cancels)]
         choices = [{"text": (body.prompt_text() if body.echo else "") + split_think(r.text)[0],
                     "finish_reason": r.finish_reason, "logprobs": text_logprobs_body(r.logprobs)} for r in replies]
         clamp = params.max_tokens if clamped_from is not None else None
@@ -277,6 +231,65 @@ def create_app(engine: "Engine", *, api_keys: Iterable[str] | None = None,
         return text_completion_body(cid, body.model, choices, usage=usage)
 
     return app
+
+
+def _handle_errors(app: "FastAPI") -> None:
+    """Every error leaves in OpenAI's error format, with the status a client expects."""
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    @app.exception_handler(APIError)
+    async def _api_error(_req: Request, exc: APIError) -> JSONResponse:
+        return JSONResponse(error_body(exc.message, type=exc.type, param=exc.param, code=exc.code),
+                            status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_req: Request, exc: RequestValidationError) -> JSONResponse:
+        err = exc.errors()[0]
+        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        param = ".".join(loc) or None
+        msg = str(err.get("msg", "invalid request")).removeprefix("Value error, ")
+        if not param and err.get("type") != "missing":
+            msg = "the request body must be a JSON object (an OpenAI completion request)"
+        return JSONResponse(error_body(f"{param}: {msg}" if param else msg, param=param,
+                                       code="invalid_value"), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        return JSONResponse(error_body(str(exc.detail), code=code), status_code=exc.status_code)
+
+    @app.exception_handler(RoleplayError)
+    async def _roleplay(_req: Request, exc: RoleplayError) -> JSONResponse:
+        status = 503 if isinstance(exc, BackendError) else 500
+        return JSONResponse(error_body(str(exc), type="server_error"), status_code=status)
+
+
+async def _collect_all(items: list[Items], cancels: list[Any]) -> list[tuple[list[str], Any]]:
+    """Every choice's chunks and reply; all generations stop if one fails or the client leaves."""
+    try:
+        return await asyncio.gather(*(_collect(it) for it in items))
+    finally:
+        for c in cancels:
+            c.set()
+
+
+def _chat_body(results: list[tuple[list[str], Any]], *, cid: str, model: str, turn: "Turn",
+               clamp: int | None) -> dict:
+    """A non-streamed chat completion from its choices' chunks and replies."""
+    choices, replies = [], []
+    for chunks, reply in results:
+        content, reasoning = split_think("".join(chunks) if turn.mode == "continue" else reply.text)
+        choices.append({"message": message_body(content, reasoning=reasoning), "finish_reason": reply.finish_reason,
+                        "logprobs": logprobs_body(reply.logprobs)})
+        replies.append(reply)
+    usage = usage_body(replies[0].prompt_tokens, sum(r.completion_tokens for r in replies), clamped_to=clamp)
+    out = completion_body(cid, model, choices, usage=usage, extra=_reply_extra(replies[0], turn))
+    if len(replies) > 1:
+        for choice, reply in zip(out["choices"], replies):
+            choice["roleplay"] = _reply_extra(reply, turn)
+    return out
 
 
 def _remembering(engine: "Engine", turn: "Turn", stream: Any) -> Any:
