@@ -26,7 +26,12 @@ def engine(settings, backend):
     return Engine(settings, backend=backend)
 
 
-def test_batch_replies_are_single_replies(engine):
+def test_batch_replies_are_single_replies(settings, transformers_backend):
+    # On the transformers backend, whose scheduler makes a batched greedy row equal the row
+    # alone (tests/test_scheduler.py). llama.cpp's kernels sum differently with other
+    # sequences in the batch, so near-ties there can flip a token: that is numerics, not
+    # the turn pipeline this test is about.
+    engine = Engine(settings, backend=transformers_backend)
     history = [{"role": "user", "name": "Watson", "content": "Holmes, look at this letter."},
                {"role": "assistant", "name": "Sherlock Holmes", "content": "(takes the letter) Curious."}]
     turns = [Turn("sherlock", history, "Who wrote it?"), Turn("sherlock", [], "Good evening, Holmes.")]
