@@ -150,10 +150,12 @@ def run_clients(base: str, cards: list[Any], *, clients: int, seconds: float, ma
         card, st = cards[i % len(cards)], stats[i]
         history: list[dict] = []
         turn = 0
+        gated = False
         with httpx.Client() as http:
             while time.monotonic() < stop_all:
                 warm = turn < warm_turns
-                if not warm and turn == warm_turns:
+                if not warm and not gated:  # once: a measured turn that failed is retried, not re-gated
+                    gated = True
                     try:
                         gate.wait(timeout=max(1.0, stop_all - time.monotonic()))
                     except threading.BrokenBarrierError:
