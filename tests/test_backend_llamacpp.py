@@ -13,7 +13,7 @@ import pytest
 
 from roleplay.backends import SamplingParams, get_backend
 from roleplay.backends.base import BackendBusy, Priority
-from roleplay.backends.gguf import default_gguf
+from roleplay.backends.gguf import default_gguf, fast_gguf
 from roleplay.backends.llamacpp_backend import PREFILL_CHUNK, LlamaCppBackend
 from roleplay.backends.registry import pick_backend
 from roleplay.config import Settings
@@ -52,6 +52,43 @@ def test_auto_picks_llamacpp_for_gguf_on_the_cpu(tmp_path, llama):
         assert pick_backend(Settings.from_env(device="cuda")) == "transformers"  # GGUF on CUDA
     # one loaded model, whichever name reaches it
     assert get_backend(Settings.from_env(backend="llamacpp")) is llama
+
+
+# -- the weights llama.cpp runs -----------------------------------------------------------------
+def test_slow_weights_run_from_a_q8_0_copy_made_once(tmp_path, llama):
+    import numpy as np
+    from gguf import GGMLQuantizationType as Q
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+
+    original = GGUFReader(default_gguf())
+    assert any(t.tensor_type == Q.Q4_1 for t in original.tensors)  # the default ships Q4_1
+    models = tmp_path / "models"
+    copy = fast_gguf(default_gguf(), models_dir=models)
+    assert copy.parent == models and copy.name.endswith(".gguf")
+    converted = GGUFReader(copy)
+    assert {t.name for t in converted.tensors} == {t.name for t in original.tensors}
+    for a, b in zip(original.tensors, converted.tensors):
+        assert a.name == b.name
+        if a.tensor_type != Q.Q4_1:
+            assert b.tensor_type == a.tensor_type and np.array_equal(a.data, b.data)
+            continue
+        assert b.tensor_type == Q.Q8_0
+        x, y = dequantize(a.data, a.tensor_type), dequantize(b.data, b.tensor_type)
+        assert x.shape == y.shape
+        # Q8_0 keeps each block of 32 to half a step of max|x|/127: nearly exact
+        blocks = x.reshape(-1, 32)
+        bound = np.abs(blocks).max(axis=1, keepdims=True) / 127 * 0.5 + 1e-3
+        assert np.all(np.abs(blocks - y.reshape(-1, 32)) <= bound), a.name
+    for key in ("tokenizer.chat_template", "tokenizer.ggml.tokens", "general.architecture"):
+        assert converted.fields[key].contents() == original.fields[key].contents()
+    # made once: a second call reuses the file; a GGUF with fast weights is used as it is
+    mtime = copy.stat().st_mtime_ns
+    assert fast_gguf(default_gguf(), models_dir=models) == copy and copy.stat().st_mtime_ns == mtime
+    assert fast_gguf(copy, models_dir=tmp_path / "other") == copy
+    assert not (tmp_path / "other").exists() and [p.name for p in models.iterdir()] == [copy.name]
+    # the backend runs such a copy, not the Q4_1 file
+    assert llama.weights != default_gguf() and "q8_0" in llama.weights.name
 
 
 def test_unknown_backend_lists_auto(settings):

@@ -1,4 +1,5 @@
-"""Locate the default model and turn GGUF files into cached safetensors folders.
+"""Locate the default model; turn GGUF files into cached safetensors folders (for
+transformers) and into cached fast-kernel GGUFs (for llama.cpp).
 
 transformers can load a GGUF file directly, but it de-quantises every tensor on each load
 (~19 s for SmolLM2-135M on two cores). We do that once and save the result (model +
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -60,9 +62,7 @@ def resolve_model(model: str | None, *, models_dir: Path) -> Path | str:
 def converted_folder(gguf: Path, *, models_dir: Path) -> Path:
     """The safetensors folder for ``gguf`` under ``models_dir``, converted on first use."""
     gguf = gguf.resolve()
-    stat = gguf.stat()
-    key = hashlib.sha256(f"{gguf}|{stat.st_size}|{int(stat.st_mtime)}".encode()).hexdigest()[:12]
-    target = models_dir / f"{gguf.stem}-{key}"
+    target = models_dir / f"{gguf.stem}-{_cache_key(gguf)}"
     if (target / "config.json").is_file():
         return target
     models_dir.mkdir(parents=True, exist_ok=True)
@@ -92,3 +92,77 @@ def converted_folder(gguf: Path, *, models_dir: Path) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+#: Weight types that llama.cpp's CPU backend multiplies one row at a time (no repacked or
+#: llamafile batched kernel), so a prompt is read nearly as slowly as a reply is written.
+SLOW_TYPES = ("Q4_1", "Q5_1")
+
+
+def _cache_key(path: Path) -> str:
+    stat = path.stat()
+    return hashlib.sha256(f"{path}|{stat.st_size}|{int(stat.st_mtime)}".encode()).hexdigest()[:12]
+
+
+def fast_gguf(gguf: Path, *, models_dir: Path) -> Path:
+    """``gguf`` itself, or — when its weights are of a `SLOW_TYPES` type — a Q8_0 copy made
+    once under ``models_dir``.
+
+    Why Q8_0: it has llama.cpp's batched CPU kernels, and re-encoding 4- or 5-bit weights in
+    8 bits keeps them nearly exactly (the model does not change the way a second 4-bit
+    quantisation would). Measured on SmolLM2-135M, 1 thread, 2,000-token prompt: Q4_1 reads
+    79 tok/s, its Q8_0 copy 118 tok/s (f16 KV cache); the file grows from 92 to 145 MB.
+    The write is atomic (temporary file, then rename), as for `converted_folder`.
+    """
+    from gguf import GGMLQuantizationType as Q
+    from gguf import GGUFReader
+
+    gguf = gguf.resolve()
+    reader = GGUFReader(gguf)
+    slow = {getattr(Q, name) for name in SLOW_TYPES}
+    if not any(t.tensor_type in slow for t in reader.tensors):
+        return gguf
+    target = models_dir / f"{gguf.stem}-q8_0-{_cache_key(gguf)}.gguf"
+    if target.is_file():
+        return target
+    models_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{gguf.stem}-", suffix=".gguf", dir=models_dir)
+    os.close(fd)
+    try:
+        _requantize(reader, Path(tmp), slow)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)  # a concurrent conversion writes the same bytes
+    except Exception as exc:
+        raise BackendError(f"cannot convert {gguf} to Q8_0 in {models_dir}: {exc}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def _requantize(reader, dest: Path, slow: set) -> None:
+    """Write ``reader``'s model to ``dest`` with every ``slow`` tensor re-encoded as Q8_0;
+    metadata and other tensors are copied unchanged."""
+    import gguf as g
+    from gguf.quants import dequantize, quantize
+
+    arch = reader.fields[g.Keys.General.ARCHITECTURE].contents()
+    writer = g.GGUFWriter(dest, arch)
+    for field in reader.fields.values():
+        if field.name in (g.Keys.General.ARCHITECTURE, g.Keys.General.FILE_TYPE) or field.name.startswith("GGUF."):
+            continue  # the writer adds these itself; the file type is set below
+        kind = field.types[0]
+        sub = field.types[-1] if kind == g.GGUFValueType.ARRAY else None
+        writer.add_key_value(field.name, field.contents(), kind, sub_type=sub)
+    # llama.cpp reads each tensor's own type; the file type only tells tools what to print
+    writer.add_key_value(g.Keys.General.FILE_TYPE, int(g.LlamaFileType.MOSTLY_Q8_0), g.GGUFValueType.UINT32)
+    for tensor in reader.tensors:
+        if tensor.tensor_type in slow:
+            data = quantize(dequantize(tensor.data, tensor.tensor_type), g.GGMLQuantizationType.Q8_0)
+            writer.add_tensor(tensor.name, data, raw_dtype=g.GGMLQuantizationType.Q8_0)
+        else:
+            writer.add_tensor(tensor.name, tensor.data, raw_dtype=tensor.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
