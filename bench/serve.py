@@ -8,11 +8,12 @@ checks its replies are its own (see `roleplay.server.loadtest`). Prints ONE JSON
 
 On the llamacpp backend (the CPU default) each run also gets ``raw_tokens_per_s``: after
 the server stops, the bench process loads the same GGUF and drives xllamacpp directly —
-the same number of parallel streams, for the same time, on the same cards' composed
-first-turn prompts, with the same ``max_tokens`` — and ``raw_ratio`` = the server's
-aggregate tokens/s ÷ that (target ≥ 0.8). The server's prompts grow with each client's
-chat history and its replies may be cut early (post-processing), so the ratio also
-charges the engine for that work.
+the same number of parallel streams, each replaying a chat from its card's composed
+first prompt (the same warm-up turns, the same time, the same ``max_tokens``; see
+`raw_llamacpp`) — and ``raw_ratio`` = the server's aggregate tokens/s ÷ that (target
+≥ 0.8). The raw chats only append to their prompts, which llama.cpp's cache serves best;
+the server's prompts also change where retrieval changes the stories, and its replies
+may be cut early (post-processing), so the ratio charges the engine for that work.
 
     python bench/serve.py [--backend transformers] [--clients 1,4,8,16] [--seconds 30] [--max-tokens 64]
 """
@@ -66,8 +67,17 @@ def baseline(base: str, cards: list, *, requests: int, max_tokens: int) -> tuple
     return out, model
 
 
-def raw_llamacpp(home: Path, cards: list, *, clients: list[int], seconds: float, max_tokens: int) -> dict[int, float]:
-    """Aggregate generated tokens/s of xllamacpp driven directly, per parallel-stream count."""
+def raw_llamacpp(home: Path, cards: list, *, clients: list[int], seconds: float, max_tokens: int,
+                 warm_turns: int) -> dict[int, float]:
+    """Aggregate generated tokens/s of xllamacpp driven directly, per parallel-stream count.
+
+    Each stream replays a chat as the server's clients do: its first prompt is the one the
+    engine composes for its card and opener; each later turn appends the reply and the
+    next opener in the chat template, so llama.cpp's prompt cache reads only the new
+    tokens (the best case: no retrieval or trimming changes the prompt). ``warm_turns``
+    turns per stream are not timed; then all streams run for ``seconds`` together, and a
+    turn under way at the deadline finishes and counts (as in `run_clients`).
+    """
     import threading
 
     from roleplay.backends import SamplingParams, get_backend
@@ -80,29 +90,44 @@ def raw_llamacpp(home: Path, cards: list, *, clients: list[int], seconds: float,
     llama = get_backend(settings)
     engine = Engine(settings, backend=llama)
     fields = request_fields(SamplingParams(max_tokens=max_tokens))
-    prompts = [llama.prompt_ids(engine.prepare(Turn(card, [], text)).messages) for card in cards for text in PROMPTS]
     out: dict[int, float] = {}
     for n in clients:
         tokens = [0] * n
-        deadline = time.monotonic() + seconds
+        gate = threading.Barrier(n, action=lambda: clock.update(start=time.perf_counter(),
+                                                               deadline=time.monotonic() + seconds))
+        clock: dict[str, float] = {}
 
         def client(i: int) -> None:
-            turn = 0
-            while time.monotonic() < deadline:
+            card = cards[i % len(cards)]
+            first = [m for m in engine.prepare(Turn(card, [], PROMPTS[i % len(PROMPTS)])).messages
+                     if m["role"] != "assistant"]  # the engine's own prefill is not the raw model's
+            messages = list(first)
+            for turn in range(10_000):
+                if turn == warm_turns:
+                    gate.wait()
+                if turn >= warm_turns and time.monotonic() >= clock["deadline"]:
+                    return
+                pieces: list[str] = []
                 counts: list[int] = []
-                llama.server.handle_completions(
-                    {"prompt": prompts[(i * 7 + turn) % len(prompts)], "stream": True, **fields},
-                    lambda chunk: counts.append((chunk.get("usage") or {}).get("completion_tokens", 0)) and False)
-                tokens[i] += max(counts, default=0)
-                turn += 1
 
-        start = time.perf_counter()
+                def on_chunk(chunk: dict) -> bool:
+                    pieces.append(chunk["choices"][0].get("text") or "")
+                    counts.append((chunk.get("usage") or {}).get("completion_tokens", 0))
+                    return False
+
+                llama.server.handle_completions(
+                    {"prompt": llama.prompt_ids(messages), "stream": True, **fields}, on_chunk)
+                if turn >= warm_turns:
+                    tokens[i] += max(counts, default=0)
+                messages += [{"role": "assistant", "content": "".join(pieces)},
+                             {"role": "user", "content": PROMPTS[(i + turn + 1) % len(PROMPTS)]}]
+
         threads = [threading.Thread(target=client, args=(i,)) for i in range(n)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        out[n] = round(sum(tokens) / (time.perf_counter() - start), 2)
+        out[n] = round(sum(tokens) / (time.perf_counter() - clock["start"]), 2)
         log(f"raw xllamacpp, {n} streams: {out[n]} tokens/s")
     return out
 
@@ -156,13 +181,14 @@ def run(name: str, *, clients: list[int], seconds: float, max_tokens: int, basel
                          "first_turn_ttft_model_p50_s": s["first_turn_ttft_model_p50_s"],
                          "error_samples": s["error_samples"], "crossed_samples": s["crossed_samples"]})
             log(f"run: {json.dumps(runs[-1], ensure_ascii=False)}")
-            if before and after:  # transformers: how the prompts were read, how full the batches were
+            if before and after:  # how the prompts were read; transformers: how full the batches were
                 d = {k: after[k] - before[k] for k in after}
                 prompt = d["read_tokens"] + d["reused_tokens"]
                 runs[-1].update(prompt_tokens_read=d["read_tokens"],
-                                prompt_reused_share=round(d["reused_tokens"] / prompt, 2) if prompt else None,
-                                rows_per_step=round(d["rows"] / d["steps"], 2) if d["steps"] else None,
-                                preempted=d["preempted"])
+                                prompt_reused_share=round(d["reused_tokens"] / prompt, 2) if prompt else None)
+                if "steps" in d:
+                    runs[-1].update(rows_per_step=round(d["rows"] / d["steps"], 2) if d["steps"] else None,
+                                    preempted=d["preempted"])
         rss_end = server.rss_mb()
         health = httpx.get(server.base + "/health", timeout=5).json()
     finally:
@@ -172,7 +198,8 @@ def run(name: str, *, clients: list[int], seconds: float, max_tokens: int, basel
 
     backend = pick_backend(Settings.from_env(home=home, backend=health.get("backend")))
     if raw and backend == "llamacpp":  # the server is stopped: the CPU is the raw run's
-        raw = raw_llamacpp(home, cards, clients=clients, seconds=seconds, max_tokens=max_tokens)
+        raw = raw_llamacpp(home, cards, clients=clients, seconds=seconds, max_tokens=max_tokens,
+                           warm_turns=warm_turns)
         for r in runs:
             r["raw_tokens_per_s"] = raw[r["clients"]]
             r["raw_ratio"] = round(r["tokens_per_s"] / raw[r["clients"]], 2) if raw[r["clients"]] else None

@@ -242,9 +242,16 @@ def test_prompt_cache_is_reused_across_turns(llama):
     llama.stream(turn1, greedy(max_tokens=4)).collect()
     turn2 = turn1 + [{"role": "assistant", "content": "You have been in Afghanistan."},
                      {"role": "user", "content": "How did you know?"}]
+    before = dict(llama.stats)
     gen = llama.stream(turn2, greedy(max_tokens=4))
     gen.collect()
     assert gen.cached_tokens is not None and gen.cached_tokens >= len(llama.prompt_ids(turn1)) - 1
+    # the running totals /health reports: this request's prompt, split into read and reused
+    after = llama.stats
+    assert after["requests"] == before["requests"] + 1
+    assert after["reused_tokens"] - before["reused_tokens"] == gen.cached_tokens
+    assert (after["read_tokens"] - before["read_tokens"]
+            == len(llama.prompt_ids(turn2)) - gen.cached_tokens)
 
 
 def test_too_long_a_prompt_is_one_clear_error(llama):

@@ -137,6 +137,10 @@ class LlamaCppBackend(TokenizedPrompts, Backend):
         self.context_length = N_CTX_PER_SLOT
         self.admission = Admission(self.n_parallel, max_waiting=settings.max_waiting, reserve_user=1, name=self.name)
         self.last_usage: dict[str, int] = {}
+        #: Prompt tokens read and taken from the prompt cache, over all finished requests
+        #: (`/health` reports them; `bench/serve.py` turns them into the share reused).
+        self.stats = {"requests": 0, "read_tokens": 0, "reused_tokens": 0}
+        self._stats_lock = threading.Lock()
 
         self.weights = fast_gguf(gguf, models_dir=settings.models_dir)  # what llama.cpp runs
         p = xllamacpp.CommonParams()
@@ -217,6 +221,11 @@ class LlamaCppBackend(TokenizedPrompts, Backend):
                           "completion_tokens": usage.get("completion_tokens"),
                           "cached_tokens": (usage.get("prompt_tokens_details") or {}).get("cached_tokens")}
                 self.last_usage = {k: v for k, v in counts.items() if v is not None}
+                cached, prompt = counts["cached_tokens"] or 0, counts["prompt_tokens"] or 0
+                with self._stats_lock:
+                    self.stats["requests"] += 1
+                    self.stats["reused_tokens"] += cached
+                    self.stats["read_tokens"] += max(0, prompt - cached)
             reason = choice.get("finish_reason")
             yield Piece(finish_reason="length" if reason == "length" else "stop", **counts)
 

@@ -120,8 +120,10 @@ def create_app(engine: "Engine", *, api_keys: Iterable[str] | None = None,
 
         out = {"status": "ok", "backend": pick_backend(s), "model": s.model,
                "waiting": scheduler.waiting if scheduler is not None else 0}
-        if scheduler is not None:  # the batching figures benchmarks report (docs/concurrency.md)
-            out["scheduler"] = dict(scheduler.stats)
+        # the batching and prompt-cache figures benchmarks report (docs/concurrency.md)
+        stats = scheduler.stats if scheduler is not None else getattr(backend, "stats", None)
+        if stats is not None:
+            out["scheduler"] = dict(stats)
         return out
 
     @app.get("/v1/models")
