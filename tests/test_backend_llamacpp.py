@@ -12,7 +12,7 @@ from importlib.util import find_spec
 import pytest
 
 from roleplay.backends import SamplingParams, get_backend
-from roleplay.backends.base import BackendBusy, Priority
+from roleplay.backends.base import Admission, BackendBusy, Priority
 from roleplay.backends.gguf import default_gguf, fast_gguf
 from roleplay.backends.llamacpp_backend import PREFILL_CHUNK, LlamaCppBackend
 from roleplay.backends.registry import pick_backend
@@ -375,3 +375,25 @@ def test_users_go_first_background_never_takes_every_slot(small):
     assert user.collect() and small.admission.busy == 1
     bg2.close()
     assert small.admission.busy == 0
+
+
+def test_background_work_holds_one_slot_at_most_and_never_blocks_users():
+    """The admission line alone (no model): with ``background_slots=1`` a second background
+    request waits although slots are free, and a user who arrives after it starts at once."""
+    line = Admission(4, reserve_user=1, background_slots=1)
+    line.acquire(Priority.BACKGROUND)
+    started: list[str] = []
+    bg2 = threading.Thread(target=lambda: (line.acquire(Priority.BACKGROUND), started.append("bg2")))
+    bg2.start()
+    while line.waiting == 0:
+        threading.Event().wait(0.01)
+    user = threading.Thread(target=lambda: (line.acquire(Priority.USER), started.append("user")))
+    user.start()
+    user.join(timeout=5)
+    assert started == ["user"] and line.busy == 2 and line.waiting == 1  # bg2 still waits
+    line.release(Priority.BACKGROUND)  # the first background request ends: bg2 may start
+    bg2.join(timeout=5)
+    assert started == ["user", "bg2"] and line.busy == 2 and line.waiting == 0
+    line.release(Priority.BACKGROUND)
+    line.release(Priority.USER)
+    assert line.busy == 0

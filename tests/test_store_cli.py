@@ -72,6 +72,19 @@ def test_retrieve_shows_scores_and_why(roleplay_home, capsys):
     assert "#1 card:1" in text and "why: keywords tobacco" in text and "lore [1] Flat" in text
 
 
+def test_retrieve_follows_the_retrieval_setting(roleplay_home, capsys, monkeypatch):
+    write_card(roleplay_home)
+    monkeypatch.setenv("ROLEPLAY_RETRIEVAL", "keyword")
+    assert main(["retrieve", "clitest", "tobacco", "-k", "1", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["method"] == "keyword"
+    why = data["stories"][0]["why"]
+    assert any("tobacco" in w for w in why) and not any(w.startswith("vector") for w in why)
+    assert main(["retrieve", "clitest", "tobacco", "-k", "1", "--json", "--method", "hybrid"]) == 0
+    data = json.loads(capsys.readouterr().out)  # the flag wins
+    assert data["method"] == "hybrid" and any(w.startswith("vector") for w in data["stories"][0]["why"])
+
+
 def test_cli_errors_are_one_line(roleplay_home, capsys):
     assert main(["retrieve", "no-such-card", "hi"]) == 2
     assert main(["retrieve", "sherlock", "hi", "-k", "0"]) == 2

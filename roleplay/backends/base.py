@@ -391,14 +391,19 @@ class Admission:
     ``with admission.slot(priority):`` waits for a free slot — lower priority values first,
     then arrival order — and raises `BackendBusy` when ``max_waiting`` requests already
     wait. ``reserve_user`` slots are kept for `Priority.USER` requests, so background work
-    can never occupy every slot a user's reply needs.
+    can never occupy every slot a user's reply needs; ``background_slots`` caps how many it
+    holds at once (default: all the others).
     """
 
-    def __init__(self, slots: int, *, max_waiting: int = 64, reserve_user: int = 0, name: str = "backend") -> None:
+    def __init__(self, slots: int, *, max_waiting: int = 64, reserve_user: int = 0,
+                 background_slots: int | None = None, name: str = "backend") -> None:
         self.slots, self.max_waiting, self.name = max(1, slots), max_waiting, name
         self.reserve_user = min(reserve_user, self.slots - 1)
+        others = self.slots - self.reserve_user
+        self.background_slots = others if background_slots is None else max(1, min(background_slots, others))
         self._cond = threading.Condition()
         self._busy = 0
+        self._busy_background = 0
         self._waiting: list[tuple[int, int]] = []  # (priority, ticket)
         self._ticket = 0
 
@@ -411,8 +416,12 @@ class Admission:
         return self._busy
 
     def _may_start(self, entry: tuple[int, int]) -> bool:
+        background_full = self._busy_background >= self.background_slots
+        # the first in line among those allowed to start: background work over its cap
+        # waits without holding up anyone behind it
+        first = min((e for e in self._waiting if e[0] <= Priority.USER or not background_full), default=None)
         limit = self.slots - (self.reserve_user if entry[0] > Priority.USER else 0)
-        return self._busy < limit and min(self._waiting) == entry
+        return self._busy < limit and first == entry
 
     def check(self) -> None:
         """Raise `BackendBusy` now if a new request would find the wait line full."""
@@ -437,10 +446,12 @@ class Admission:
                 self._waiting.remove(entry)
                 self._cond.notify_all()
             self._busy += 1
+            self._busy_background += entry[0] > Priority.USER
 
-    def release(self) -> None:
+    def release(self, priority: int = Priority.USER) -> None:
         with self._cond:
             self._busy -= 1
+            self._busy_background -= int(priority) > Priority.USER
             self._cond.notify_all()
 
     def slot(self, priority: int = Priority.USER) -> "_Slot":
@@ -455,4 +466,4 @@ class _Slot:
         self.admission.acquire(self.priority)
 
     def __exit__(self, *exc: Any) -> None:
-        self.admission.release()
+        self.admission.release(self.priority)

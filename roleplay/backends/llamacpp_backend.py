@@ -13,8 +13,8 @@ Trade-offs:
   output never contains the assistant prefill (the prefill is part of the prompt ids).
 - Concurrency is llama.cpp's: ``n_parallel`` slots with continuous batching. An
   `Admission` line in front of the slots orders waiting requests by priority, keeps one
-  slot for users (background work never holds every slot) and raises `BackendBusy` when
-  too many wait. Each generation runs llama.cpp's blocking call in its own thread (it
+  slot for users, lets background work hold one slot at most (the slots share the CPU: a
+  background stream slows every user's) and raises `BackendBusy` when too many wait. Each generation runs llama.cpp's blocking call in its own thread (it
   releases the GIL); chunks reach the caller through a queue, and closing the stream
   makes the next chunk's callback tell llama.cpp to stop, freeing the slot.
 - Each slot has its own KV cache of `N_CTX_PER_SLOT` positions (``kv_unified`` off), so
@@ -135,7 +135,10 @@ class LlamaCppBackend(TokenizedPrompts, Backend):
         self.threads = threads or default_threads()
         self.max_concurrency = self.n_parallel
         self.context_length = N_CTX_PER_SLOT
-        self.admission = Admission(self.n_parallel, max_waiting=settings.max_waiting, reserve_user=1, name=self.name)
+        # background work (memory, summaries) holds one slot at most: the slots share one
+        # CPU, so each background stream in flight slows every user's stream
+        self.admission = Admission(self.n_parallel, max_waiting=settings.max_waiting, reserve_user=1,
+                                   background_slots=1, name=self.name)
         self.last_usage: dict[str, int] = {}
         #: Prompt tokens read and taken from the prompt cache, over all finished requests
         #: (`/health` reports them; `bench/serve.py` turns them into the share reused).

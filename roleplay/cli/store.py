@@ -30,8 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="an earlier message (repeat, oldest first)")
     p.add_argument("-k", type=int, default=None, help="at most N stories (default: as many as fit the budget)")
     p.add_argument("--budget", type=int, default=None, help="story token budget (default: settings, 1500)")
-    p.add_argument("--method", choices=list(METHODS), default="hybrid",
-                   help="scoring (default: hybrid)")
+    p.add_argument("--method", choices=list(METHODS), default=None,
+                   help="scoring (default: the retrieval setting, ROLEPLAY_RETRIEVAL, else hybrid)")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=cmd_retrieve)
 
@@ -87,7 +87,7 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
     budget = settings.budgets.stories if args.budget is None else args.budget
     stories = retriever.stories(card, conversation, budget_tokens=budget, k=args.k, method=args.method)
     lore = retriever.lore(card, conversation, budget_tokens=settings.budgets.lorebook)
-    payload = {"character": card.id, "query": conversation, "method": args.method,
+    payload = {"character": card.id, "query": conversation, "method": args.method or settings.retrieval,
                "stories": [asdict(s) for s in stories], "lore": [asdict(h) for h in lore]}
 
     def text() -> str:
