@@ -35,6 +35,10 @@ Trade-offs:
   an oversubscribed CPU (2 threads on 2 busy cores measured 0.5 tokens/s against 10–17
   with 1). The default is half the usable cores (1 on a 2-core machine), with polling
   off; ``ROLEPLAY_LLAMACPP_THREADS`` overrides it.
+- Prompts are read shortest first (`prefill.PrefillLine`): llama.cpp fills each step's
+  prompt budget in slot order, so a chat that re-reads 1,500 tokens held up one that
+  only needed its 40 new ones; a long read now goes in pieces of 256 tokens, in order of
+  what is left to read.
 - Prefill is chunked: llama.cpp reads at most ``PREFILL_CHUNK`` (64) prompt tokens per
   step and every decoding slot gets its next token in the same step. With llama.cpp's
   default (2,048) a new ~2,000-token role-play prompt froze every other stream for the
@@ -61,6 +65,7 @@ from .base import Admission, Backend, BackendBusy, Piece, Priority, SamplingPara
 from .chat import TokenizedPrompts
 from .gguf import DEFAULT_MODEL_NAME, converted_folder, default_gguf, fast_gguf
 from .grammar import with_layout
+from .prefill import PrefillLine
 
 #: Context of one request (prompt + reply); role-play prompts stay well below it.
 N_CTX_PER_SLOT = 4096
@@ -137,6 +142,7 @@ class LlamaCppBackend(TokenizedPrompts, Backend):
         self.context_length = N_CTX_PER_SLOT
         # background work (memory, summaries) holds one slot at most: the slots share one
         # CPU, so each background stream in flight slows every user's stream
+        self.prefill = PrefillLine()
         self.admission = Admission(self.n_parallel, max_waiting=settings.max_waiting, reserve_user=1,
                                    background_slots=1, name=self.name)
         self.last_usage: dict[str, int] = {}
@@ -181,17 +187,37 @@ class LlamaCppBackend(TokenizedPrompts, Backend):
         chunks: queue.Queue = queue.Queue()
         cancel = threading.Event()
 
+        first: list[bool] = []
+
         def on_chunk(chunk: dict) -> bool:
+            if not first:  # the prompt is read: the next in the prefill line may go
+                first.append(True)
+                reader.first_token()
             chunks.put(chunk)
             return cancel.is_set()  # True tells llama.cpp to stop and free the slot
 
         def work() -> None:
+            nonlocal reader
             try:
-                self.server.handle_completions(request, on_chunk)
+                with self.prefill.reading(request["prompt"]) as reader:
+                    for prefix in reader.pieces():  # a long read, in pieces (prefill.py)
+                        if cancel.is_set():
+                            return
+                        result = self.server.handle_completions(
+                            {"prompt": prefix, "max_tokens": 0, "temperature": 0.0, "cache_prompt": True})
+                        if "error" in result:
+                            chunks.put(result)
+                            return
+                        pieces_read[0] += self._count(result.get("usage") or {})
+                    reader.wait_turn()
+                    self.server.handle_completions(request, on_chunk)
             except Exception as exc:  # surfaced in the caller's thread
                 chunks.put(exc)
             finally:
                 chunks.put(_DONE)
+
+        reader = None
+        pieces_read = [0]  # prompt tokens this request's pieces read (counted as read, not reused)
 
         with self.admission.slot(priority):
             worker = threading.Thread(target=work, name="roleplay-llamacpp", daemon=True)
@@ -200,12 +226,12 @@ class LlamaCppBackend(TokenizedPrompts, Backend):
                 while (chunk := chunks.get()) is not _DONE:
                     if isinstance(chunk, Exception):
                         raise BackendError(f"llama.cpp failed: {chunk}") from chunk
-                    yield from self._chunk_pieces(chunk, top=top)
+                    yield from self._chunk_pieces(chunk, top=top, pieces_read=pieces_read[0])
             finally:
                 cancel.set()
                 worker.join()
 
-    def _chunk_pieces(self, chunk: dict, *, top: int) -> Iterator[Piece]:
+    def _chunk_pieces(self, chunk: dict, *, top: int, pieces_read: int = 0) -> Iterator[Piece]:
         if "error" in chunk:
             raise BackendError(f"llama.cpp refused the request: {chunk['error'].get('message', chunk['error'])}")
         choice = chunk["choices"][0]
@@ -222,15 +248,26 @@ class LlamaCppBackend(TokenizedPrompts, Backend):
             if usage:
                 counts = {"prompt_tokens": usage.get("prompt_tokens"),
                           "completion_tokens": usage.get("completion_tokens"),
-                          "cached_tokens": (usage.get("prompt_tokens_details") or {}).get("cached_tokens")}
+                          # what the cache held before this request (its pieces' reads are not)
+                          "cached_tokens": max(0, ((usage.get("prompt_tokens_details") or {}).get("cached_tokens")
+                                                   or 0) - pieces_read)}
                 self.last_usage = {k: v for k, v in counts.items() if v is not None}
-                cached, prompt = counts["cached_tokens"] or 0, counts["prompt_tokens"] or 0
-                with self._stats_lock:
-                    self.stats["requests"] += 1
-                    self.stats["reused_tokens"] += cached
-                    self.stats["read_tokens"] += max(0, prompt - cached)
+                self._count(usage, request=True, pieces_read=pieces_read)
             reason = choice.get("finish_reason")
             yield Piece(finish_reason="length" if reason == "length" else "stop", **counts)
+
+    def _count(self, usage: dict, *, request: bool = False, pieces_read: int = 0) -> int:
+        """Add one llama.cpp answer's prompt tokens to `stats`; returns the tokens it read.
+        A request's cached tokens include what its own prefill pieces read just before
+        (``pieces_read``): those count as read, not reused."""
+        prompt = usage.get("prompt_tokens") or 0
+        cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+        with self._stats_lock:
+            self.stats["read_tokens"] += max(0, prompt - cached)
+            if request:
+                self.stats["requests"] += 1
+                self.stats["reused_tokens"] += max(0, cached - pieces_read)
+        return max(0, prompt - cached)
 
     # -- scoring ----------------------------------------------------------------------------
     def choice_logprobs(self, messages: list[dict], choices: list[str]) -> dict[str, float]:

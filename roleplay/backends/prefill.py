@@ -1,0 +1,110 @@
+"""Who reads their prompt next, for llama.cpp: the shortest read first, long reads in pieces.
+
+llama.cpp's server fills each step's prompt budget (``n_batch``) from its slots in slot
+order, so one slot's long read (a chat whose retrieved stories changed: ~1,500 tokens)
+takes every step until it is done, and a chat behind it that only needs its ~40 new
+tokens waits for all of it. Measured on the CPU default, 4 chats in their second turn:
+two chats that reused all but 29 and 62 tokens waited 27–31 s for their first token
+behind two that re-read 1,014 and 1,432.
+
+`PrefillLine` puts requests in order of how much they have left to read (estimated from
+the prompts sent before: the longest shared prefix, which is how llama.cpp picks a slot)
+and lets one read at a time; a long read goes in pieces of ``piece`` tokens (llama.cpp
+caches each piece: a request for the prefix with ``max_tokens`` 0), so a short read that
+arrives meanwhile waits for one piece at most. Decoding slots are not held up: their
+tokens ride along in every step, as before.
+"""
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+#: Prompt tokens read per piece: ~2–3 s of reading on one core for SmolLM2.
+PIECE = 256
+
+
+class PrefillLine:
+    """The order in which requests read their prompts (see the module docstring)."""
+
+    def __init__(self, *, piece: int = PIECE, remember: int = 64) -> None:
+        self.piece = piece
+        self._recent: deque[tuple[int, ...]] = deque(maxlen=remember)  # prompts sent, newest last
+        self._cond = threading.Condition()
+        self._left: dict[int, int] = {}  # ticket → tokens still to read
+        self._reading: int | None = None  # the ticket whose piece llama.cpp is reading
+        self._ticket = 0
+
+    def cached(self, ids: Sequence[int]) -> int:
+        """Tokens of ``ids`` that a slot probably holds: the longest prefix shared with a
+        prompt sent before (its reply is not counted, so this errs low)."""
+        best = 0
+        with self._cond:
+            recent = list(self._recent)
+        for old in recent:
+            n = min(len(old), len(ids))
+            i = 0
+            while i < n and old[i] == ids[i]:
+                i += 1
+            best = max(best, i)
+        return best
+
+    @contextmanager
+    def reading(self, ids: Sequence[int]) -> Iterator["_Reader"]:
+        """Take a place in line for ``ids``; the reader says when and what to send."""
+        start = self.cached(ids)
+        with self._cond:
+            self._ticket += 1
+            ticket = self._ticket
+            self._left[ticket] = len(ids) - start
+        reader = _Reader(self, ticket, list(ids), start)
+        try:
+            yield reader
+        finally:
+            with self._cond:
+                self._left.pop(ticket, None)
+                if self._reading == ticket:
+                    self._reading = None
+                self._recent.append(tuple(ids))
+                self._cond.notify_all()
+
+    # -- used by _Reader ------------------------------------------------------------------------
+    def _wait_turn(self, ticket: int) -> None:
+        with self._cond:
+            while not (self._reading is None and min(self._left, key=lambda t: (self._left[t], t)) == ticket):
+                self._cond.wait()
+            self._reading = ticket
+
+    def _read(self, ticket: int, tokens: int, *, done: bool) -> None:
+        with self._cond:
+            if done:
+                self._left.pop(ticket, None)
+            else:
+                self._left[ticket] = max(0, self._left[ticket] - tokens)
+            if self._reading == ticket:
+                self._reading = None
+            self._cond.notify_all()
+
+
+class _Reader:
+    def __init__(self, line: PrefillLine, ticket: int, ids: list[int], start: int) -> None:
+        self.line, self.ticket, self.ids, self.start = line, ticket, ids, start
+
+    def pieces(self) -> Iterator[list[int]]:
+        """Prefixes to send (with ``max_tokens`` 0) before the request itself; each is
+        yielded when it is this request's turn, and counts as read when the next is asked."""
+        end = self.start
+        while len(self.ids) - end > self.line.piece:
+            end += self.line.piece
+            self.line._wait_turn(self.ticket)
+            yield self.ids[:end]
+            self.line._read(self.ticket, self.line.piece, done=False)
+
+    def wait_turn(self) -> None:
+        """Block until the request itself may be sent."""
+        self.line._wait_turn(self.ticket)
+
+    def first_token(self) -> None:
+        """The request's first token came: its prompt is read, the next may go."""
+        self.line._read(self.ticket, 0, done=True)
