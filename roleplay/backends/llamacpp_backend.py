@@ -14,9 +14,10 @@ Trade-offs:
 - Concurrency is llama.cpp's: ``n_parallel`` slots with continuous batching. An
   `Admission` line in front of the slots orders waiting requests by priority, keeps one
   slot for users, lets background work hold one slot at most (the slots share the CPU: a
-  background stream slows every user's) and raises `BackendBusy` when too many wait. Each generation runs llama.cpp's blocking call in its own thread (it
-  releases the GIL); chunks reach the caller through a queue, and closing the stream
-  makes the next chunk's callback tell llama.cpp to stop, freeing the slot.
+  background stream slows every user's) and raises `BackendBusy` when too many wait.
+  Each generation runs llama.cpp's blocking call in its own thread (it releases the
+  GIL); chunks reach the caller through a queue, and closing the stream makes the next
+  chunk's callback tell llama.cpp to stop, freeing the slot.
 - Each slot has its own KV cache of `N_CTX_PER_SLOT` positions (``kv_unified`` off), so
   no slot can push another out. With one pool shared by the slots, every sequence's
   attention ran over the whole pool (all slots' positions, masked): measured, 8 streams
@@ -140,9 +141,9 @@ class LlamaCppBackend(TokenizedPrompts, Backend):
         self.threads = threads or default_threads()
         self.max_concurrency = self.n_parallel
         self.context_length = N_CTX_PER_SLOT
+        self.prefill = PrefillLine()  # who reads a prompt next (prefill.py)
         # background work (memory, summaries) holds one slot at most: the slots share one
         # CPU, so each background stream in flight slows every user's stream
-        self.prefill = PrefillLine()
         self.admission = Admission(self.n_parallel, max_waiting=settings.max_waiting, reserve_user=1,
                                    background_slots=1, name=self.name)
         self.last_usage: dict[str, int] = {}
@@ -210,7 +211,8 @@ class LlamaCppBackend(TokenizedPrompts, Backend):
                             return
                         pieces_read[0] += self._count(result.get("usage") or {})
                     reader.wait_turn()
-                    self.server.handle_completions(request, on_chunk)
+                    if not cancel.is_set():  # the caller may have left while it waited
+                        self.server.handle_completions(request, on_chunk)
             except Exception as exc:  # surfaced in the caller's thread
                 chunks.put(exc)
             finally:
