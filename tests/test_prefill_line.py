@@ -31,7 +31,7 @@ def test_a_short_read_goes_before_the_rest_of_a_long_one():
             order.append("short:request")
             reader.first_token()
 
-    threads = [threading.Thread(target=long_request), threading.Thread(target=short_request)]
+    threads = [threading.Thread(target=long_request, daemon=True), threading.Thread(target=short_request, daemon=True)]  # a hang fails, not blocks, the run
     for t in threads:
         t.start()
     for t in threads:
