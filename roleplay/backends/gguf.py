@@ -118,13 +118,13 @@ def fast_gguf(gguf: Path, *, models_dir: Path) -> Path:
     from gguf import GGUFReader
 
     gguf = gguf.resolve()
+    target = models_dir / f"{gguf.stem}-q8_0-{_cache_key(gguf)}.gguf"
+    if target.is_file():  # made before: no need to read the original's tensor table
+        return target
     reader = GGUFReader(gguf)
     slow = {getattr(Q, name) for name in SLOW_TYPES}
     if not any(t.tensor_type in slow for t in reader.tensors):
         return gguf
-    target = models_dir / f"{gguf.stem}-q8_0-{_cache_key(gguf)}.gguf"
-    if target.is_file():
-        return target
     models_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{gguf.stem}-", suffix=".gguf", dir=models_dir)
     os.close(fd)
