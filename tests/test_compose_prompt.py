@@ -42,8 +42,8 @@ def test_order_and_prefill(sherlock):
                            memories=["Watson takes his tea with milk."], summary="They met at Bart's.",
                            note=NOTE, budgets=Budgets(), count_tokens=approx_tokens)
     roles = [m["role"] for m in p.messages]
-    assert roles == ["system", "system", "system", "user", "assistant", "user", "assistant", "user", "assistant"]
-    system, stories, lore = (m["content"] for m in p.messages[:3])
+    assert roles == ["system", "system", "user", "assistant", "user", "assistant", "system", "user", "assistant"]
+    system, stories, lore = p.messages[0]["content"], p.messages[1]["content"], p.messages[-3]["content"]
     assert "You are Sherlock Holmes" in system and "221B Baker Street" in system
     assert "(raises an eyebrow)" in system  # the bracket convention, in the card's style
     assert "221B is upstairs." in system and "Napoleon" not in system  # constant lore only
@@ -53,6 +53,19 @@ def test_order_and_prefill(sherlock):
     assert p.messages[-2] == {"role": "user", "content": "Who did it?"}
     assert p.messages[-1] == {"role": "assistant", "content": "(a thin smile)"} and p.prefill == "(a thin smile)"
     assert "{{user}}" not in system and "{{char}}" not in system  # macros expanded
+
+
+def test_a_triggered_lore_entry_leaves_the_history_prefix_alone(sherlock):
+    # entries come and go as their keys enter and leave the scan depth; before the
+    # history, each change made a prefix cache read the whole history again
+    kw = dict(user_name="Watson", note=NOTE, budgets=Budgets(), count_tokens=approx_tokens,
+              stories=["Sherlock:「(nods) Data.」"])
+    plain = Composer().compose(sherlock, history(3), "Moriarty?", **kw)
+    lore = Composer().compose(sherlock, history(3), "Moriarty?", lore=[Hit(1, "Moriarty", "The Napoleon of crime.")],
+                              **kw)
+    assert lore.messages[:-3] == plain.messages[:-2]  # system, stories, the whole history
+    assert lore.messages[-3]["role"] == "system" and "Napoleon" in lore.messages[-3]["content"]
+    assert lore.messages[-2:] == plain.messages[-2:]  # then the new message and the prefill
 
 
 def test_system_prefix_is_stable_across_turns(sherlock):
@@ -78,7 +91,7 @@ def test_each_budget_is_respected(sherlock):
     assert len(p.stories) < 6 and len(p.lore) < 5 and len(p.memories) < 6
     # The newest end of the summary is kept; history keeps whole newest turns only.
     assert "the dog did nothing." in p.messages[0]["content"] and "Long ago. " * 10 not in p.messages[0]["content"]
-    assert [m["content"] for m in p.messages[3:-2]] == [t["content"] for t in history(5)[-2:]]
+    assert [m["content"] for m in p.messages[:-2] if m["role"] != "system"] == [t["content"] for t in history(5)[-2:]]
     assert p.parts["total"] >= sum(p.parts[k] for k in ("system", "history", "user", "prefill"))
 
 

@@ -22,10 +22,13 @@ Trade-offs:
   no slot can push another out. With one pool shared by the slots, every sequence's
   attention ran over the whole pool (all slots' positions, masked): measured, 8 streams
   at ~2,000 positions each, 1 thread, decoded 14.9 tok/s together against 28.1 with a
-  cache per slot, and read prompts at 100 against 135 tok/s. The cache is f16 with flash
-  attention: a q8_0 cache halves its memory (~750 → ~400 MB for 8 slots) but makes
-  llama.cpp's CPU attention read a 2,000-token prompt 3× slower (51 against 145 tok/s,
-  Q4_0 weights, 1 thread). llama.cpp picks the slot whose cached prompt shares the
+  cache per slot, and read prompts at 100 against 135 tok/s. The cache is f16: a q8_0
+  cache halves its memory (~750 → ~400 MB for 8 slots) but makes llama.cpp's CPU
+  attention read a 2,000-token prompt 3× slower (51 against 145 tok/s, Q4_0 weights,
+  1 thread). Flash attention is off: role-play prompts are long, and at 3,000 positions
+  its CPU kernel writes each token about 2× slower than plain attention (measured
+  19–24 against 40–44 tok/s, one stream; 8 streams 27–30 against 48–51), while it
+  reads a prompt only 1.1–1.25× faster. llama.cpp picks the slot whose cached prompt shares the
   longest prefix, so the next turn of a chat only reads its new tokens
   (``Generation.cached_tokens``); idle slots' caches also spill to host memory up to
   ``settings.kv_cache_mb``.
@@ -160,7 +163,8 @@ class LlamaCppBackend(TokenizedPrompts, Backend):
         p.n_ctx = N_CTX_PER_SLOT * self.n_parallel
         p.n_batch = p.n_ubatch = PREFILL_CHUNK  # chunked prefill (module docstring)
         p.cache_type_k = p.cache_type_v = xllamacpp.ggml_type.GGML_TYPE_F16
-        p.flash_attn_type = xllamacpp.llama_flash_attn_type.LLAMA_FLASH_ATTN_TYPE_ENABLED
+        # no flash attention: its CPU kernel writes a token 2× slower deep in a prompt (module docstring)
+        p.flash_attn_type = xllamacpp.llama_flash_attn_type.LLAMA_FLASH_ATTN_TYPE_DISABLED
         p.cache_ram_mib = settings.kv_cache_mb
         for cpu in (p.cpuparams, p.cpuparams_batch):
             cpu.n_threads = self.threads
