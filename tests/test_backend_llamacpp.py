@@ -219,7 +219,10 @@ def test_choice_logprobs_match_generation(llama):
     top = dict(gen.logprobs[0].top)
     rare = "Zygomorphic"  # far outside the top few: scored over the whole vocabulary
     scores = llama.choice_logprobs(messages, [token.token, rare, token.token + " indeed"])
-    assert scores[token.token] == pytest.approx(token.logprob, abs=1e-3)
+    # subtle: without flash attention llama.cpp rounds queries to f16 and its kernels
+    # differ by batch size; generation read the prompt's last token in a 64-token chunk,
+    # the scoring request re-reads it alone (measured: 0.02 apart; 1e-3 with flash attention)
+    assert scores[token.token] == pytest.approx(token.logprob, abs=0.05)
     assert scores[rare] < min(top.values())
     assert scores[token.token + " indeed"] < scores[token.token]
     with pytest.raises(BackendError, match="non-empty"):
