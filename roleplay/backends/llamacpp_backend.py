@@ -28,7 +28,7 @@ Trade-offs:
   1 thread). Flash attention is off: role-play prompts are long, and at 3,000 positions
   its CPU kernel writes each token about 2× slower than plain attention (measured
   19–24 against 40–44 tok/s, one stream; 8 streams 27–30 against 48–51), while it
-  reads a prompt only 1.1–1.25× faster. llama.cpp picks the slot whose cached prompt shares the
+  reads a prompt only 1.1–1.3× faster. llama.cpp picks the slot whose cached prompt shares the
   longest prefix, so the next turn of a chat only reads its new tokens
   (``Generation.cached_tokens``); idle slots' caches also spill to host memory up to
   ``settings.kv_cache_mb``.
