@@ -66,6 +66,12 @@ def test_a_triggered_lore_entry_leaves_the_history_prefix_alone(sherlock):
     assert lore.messages[:-3] == plain.messages[:-2]  # system, stories, the whole history
     assert lore.messages[-3]["role"] == "system" and "Napoleon" in lore.messages[-3]["content"]
     assert lore.messages[-2:] == plain.messages[-2:]  # then the new message and the prefill
+    # a history that ends with the user's own lines: they still join the new message
+    ends_with_user = history(3) + [{"role": "user", "name": "Watson", "content": "Holmes?"}]
+    q = Composer().compose(sherlock, ends_with_user, "Moriarty?", lore=[Hit(1, "Moriarty", "The Napoleon of crime.")],
+                           **kw)
+    assert [m["role"] for m in q.messages[-4:]] == ["assistant", "system", "user", "assistant"]
+    assert q.messages[-2]["content"] == "Holmes?\nMoriarty?"
 
 
 def test_system_prefix_is_stable_across_turns(sherlock):

@@ -332,7 +332,12 @@ class Composer:
         else:
             messages += per_turn + history_msgs
         if triggered:  # after the history: see the module docstring (why)
-            messages.append({"role": "system", "content": self.render(
+            # before any user lines that end the history, so they still join the new
+            # message (`_merge`) and roles keep alternating
+            at = len(messages)
+            while at > 1 and messages[at - 1]["role"] == "user":
+                at -= 1
+            messages.insert(at, {"role": "system", "content": self.render(
                 "lore", lang, char=card.name, user=user_name, entries=[x(h.content).strip() for h in triggered])})
         if user_msg:
             messages.append({"role": "user", "content": user_msg})
