@@ -91,6 +91,13 @@ class EngineOptions(BaseModel):
     #: or its best story's hybrid score (0–1) for the new conversation is within this
     #: margin of the fresh best's; None rebuilds the block every turn.
     story_keep_margin: float | None = Field(0.15, ge=0.0, le=1.0)
+    #: Share of the story budget kept for stories added mid-chat. When the conversation
+    #: moves on, the new best stories are *anchored*: shown right before the message that
+    #: brought them and left there (the prompt before them stays the same), instead of
+    #: rebuilding the block after the system message (which makes a prefix cache read
+    #: the whole history again). The block then gets the rest of the budget; only when
+    #: the anchored stories would overflow their share is the block rebuilt. 0: off.
+    story_anchor: float = Field(0.4, ge=0.0, le=1.0)
     #: When the history overflows its budget, drop whole oldest turns down to this share
     #: of the budget at once (1.0: only as many as needed), so the prompt prefix after
     #: the history's start breaks every few turns rather than every turn.
@@ -183,6 +190,19 @@ def conversation_key(card: Character, messages: Sequence[dict]) -> str:
     return hashlib.sha1(json.dumps(data, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
+@dataclass(frozen=True)
+class StoryState:
+    """A conversation's stories as last shown: the block after the system message and the
+    anchored blocks ``(history index, stories)`` (`EngineOptions.story_anchor`)."""
+
+    block: list[Any]
+    anchored: list[tuple[int, list[Any]]]
+
+
+def _sid(story: Any) -> str:
+    return str(getattr(story, "id", ""))
+
+
 def keep_block(previous: Sequence[Any], candidates: Sequence[Any], margin: float) -> bool:
     """Whether last turn's story block still serves the new conversation.
 
@@ -227,7 +247,7 @@ class Engine:
         self._retriever = retriever
         self._director: StageDirector | None = None
         self._composers: dict[Path | None, Composer] = {}
-        self._story_memory: OrderedDict[str, list[Any]] = OrderedDict()
+        self._story_memory: OrderedDict[str, StoryState] = OrderedDict()
         self._lock = threading.Lock()
 
     # -- lazy parts ---------------------------------------------------------------
@@ -332,10 +352,11 @@ class Engine:
 
         start = time.perf_counter()
         stories: list[Any] = []
+        anchored: list[tuple[int, list[Any]]] = []
         lore: list[Any] = []
         if not options.plain:
             if options.retrieval and card.all_stories():
-                stories = self._stories(card, history, conversation, options)
+                stories, anchored = self._stories(card, history, conversation, options)
             if options.lorebook and card.lorebook:
                 lore = self.retriever.lore(card, conversation, budget_tokens=budgets.lorebook,
                                            count_tokens=self.count_tokens)
@@ -344,7 +365,9 @@ class Engine:
         start = time.perf_counter()
         note: StageNote | None = None
         if not options.plain and options.stage_mode != "off":
-            note = self.director.direct(card, user_text or conversation[-1], stories,
+            # newest anchored stories first: they are about where the chat is now
+            shown = [st for _, items in reversed(anchored) for st in items] + stories
+            note = self.director.direct(card, user_text or conversation[-1], shown,
                                         previous=last_note(history, card))
             # Palette notes may name {{user}}/{{char}}: the prefill is card text too.
             note.note = macros.expand(note.note, char=card.name, user=turn.user_name)
@@ -357,7 +380,7 @@ class Engine:
             stories=stories, lore=lore, memories=turn.memories or (), summary=turn.summary, note=note,
             stage_mode=options.stage_mode, budgets=budgets, count_tokens=self.count_tokens,
             others=list(turn.others), plain=options.plain, cache_friendly=options.cache_friendly,
-            history_trim_to=options.history_trim_to)
+            history_trim_to=options.history_trim_to, anchored=anchored)
         messages = [m for m in prompt.messages if not (m["role"] == "assistant" and m is prompt.messages[-1]
                                                        and prompt.prefill)]
         messages += [{"role": "system", "content": t} for t in turn.instructions if t.strip()]
@@ -373,63 +396,101 @@ class Engine:
         timings["compose_ms"] = _ms(start)
         if prompt.stories and user_text and options.story_reuse > 0:
             self._remember(conversation_key(card, [*history, {"role": "user", "content": user_text}]),
-                           prompt.stories)
+                           StoryState(list(prompt.stories), list(prompt.anchored)))
         return prompt, timings
 
     def _stories(self, card: Character, history: Sequence[dict], conversation: list[str],
-                 options: EngineOptions) -> list[Any]:
-        """Retrieved stories, best first — or the previous turn's block while it still fits.
+                 options: EngineOptions) -> tuple[list[Any], list[tuple[int, list[Any]]]]:
+        """The story block (best first) and the anchored blocks ``(history index, stories)``.
 
-        With ``story_reuse`` > 0 and a remembered block for this conversation:
-        - *sticky*: the whole previous block is kept, in its order, while the fresh best
-          story is in it or its best story scores within ``story_keep_margin`` of the
-          fresh best (`keep_block`); the prompt then stays identical up to the history;
-        - *refresh*: otherwise the longest start of the old block whose stories are all
-          still candidates (within ``story_reuse`` of the budget) is kept, then the best
-          new stories fill the budget. Relevance changes where the topic changed.
+        With ``story_reuse`` > 0 and a remembered state for this conversation:
+        - *sticky*: block and anchored stories stay as they were while the fresh best story
+          is among them or their best scores within ``story_keep_margin`` of the fresh
+          best (`keep_block`); the prompt then stays identical up to the new message;
+        - *anchor*: otherwise the fresh best story, and other new ones within the margin
+          of it, become a new anchored block before the new message, if they fit the
+          anchored share (``story_anchor``) left over;
+        - *rebuild*: else the longest start of the old block whose stories are all still
+          candidates (within ``story_reuse`` of the block's budget) is kept, the best new
+          stories fill the block, and the anchored blocks are dropped.
         """
         budget = self.settings.budgets.stories
+        anchor_share = 0.0 if options.cache_friendly or options.story_reuse <= 0 else options.story_anchor
+        block_budget = int(budget * (1.0 - anchor_share))
         self.retriever.ensure_indexed(card)
         with self._lock:
-            previous = self._story_memory.get(conversation_key(card, history)) if options.story_reuse > 0 else None
+            state = self._story_memory.get(conversation_key(card, history)) if options.story_reuse > 0 else None
+        previous = list(state.block) if state else []
+        anchored = [(at, list(items)) for at, items in state.anchored] if state and anchor_share else []
         pool_budget = budget * 3 if previous else budget  # a wider pool, so old stories can still qualify
         candidates = self.retriever.stories(card, conversation, budget_tokens=pool_budget,
                                             count_tokens=self.count_tokens,
                                             k=None if previous else options.story_k,
                                             **({"exclude_sources": options.exclude_sources}
                                                if options.exclude_sources else {}))
-        if options.exclude_sources:  # and never the remembered block's copy of a left-out scene
-            previous = [s for s in previous or [] if getattr(s, "source", None) not in options.exclude_sources]
+        if options.exclude_sources:  # and never the remembered copy of a left-out scene
+            def allowed(items: list[Any]) -> list[Any]:
+                return [s for s in items if getattr(s, "source", None) not in options.exclude_sources]
+            previous = allowed(previous)
+            anchored = [(at, allowed(items)) for at, items in anchored]
+            anchored = [(at, items) for at, items in anchored if items]
         if not previous:
-            return candidates
-        by_id = {str(getattr(s, "id", "")): s for s in candidates}
-        if options.story_keep_margin is not None and keep_block(previous, candidates, options.story_keep_margin):
-            # The same texts as last turn (fresh objects where available, for their scores).
-            return [by_id.get(str(getattr(s, "id", "")), s) for s in previous]
+            return self._fill([], candidates, block_budget, budget, options.story_k), []
+        by_id = {_sid(s): s for s in candidates}
+
+        def fresh(items: list[Any]) -> list[Any]:  # the same texts, fresh objects for their scores
+            return [by_id.get(_sid(s), s) for s in items]
+
+        present = previous + [s for _, items in anchored for s in items]
+        if options.story_keep_margin is not None and keep_block(present, candidates, options.story_keep_margin):
+            return fresh(previous), [(at, fresh(items)) for at, items in anchored]
+        if anchor_share:
+            room = budget - sum(self._tokens(s) for s in present)
+            ids = {_sid(s) for s in present}
+            new = [s for s in candidates if _sid(s) not in ids]
+            margin = options.story_keep_margin or 0.0
+            best = float(getattr(candidates[0], "score", 0.0))
+            add: list[Any] = []
+            for story in new:
+                if story is not new[0] and float(getattr(story, "score", 0.0)) < best - margin:
+                    break
+                if self._tokens(story) <= room:
+                    add.append(story)
+                    room -= self._tokens(story)
+            if add and add[0] is new[0]:
+                return fresh(previous), [(at, fresh(items)) for at, items in anchored] + [(len(history), add)]
         kept: list[Any] = []
         used = 0
         for old in previous:
-            story = by_id.get(str(getattr(old, "id", "")))
+            story = by_id.get(_sid(old))
             if story is None:
                 break  # a prefix only: a gap would change everything after it anyway
-            tokens = getattr(story, "tokens", None) or self.count_tokens(story.text)
-            if used + tokens > options.story_reuse * budget:
+            # (the first may pass the block's share, as in `_fill`)
+            if used + self._tokens(story) > options.story_reuse * (block_budget if kept else budget):
                 break
             kept.append(story)
-            used += tokens
-        out = list(kept)
+            used += self._tokens(story)
+        return self._fill(kept, candidates, block_budget, budget, options.story_k), []
+
+    def _fill(self, kept: list[Any], candidates: list[Any], limit: int, budget: int, k: int | None) -> list[Any]:
+        """``kept``, then the best other candidates while they fit ``limit`` tokens; the best
+        story even past ``limit`` when nothing else is in (it still has to fit ``budget``),
+        so a small budget whose anchored share leaves no room still gets one story."""
+        out, used = list(kept), sum(self._tokens(s) for s in kept)
+        ids = {_sid(s) for s in kept}
         for story in candidates:
-            if story in kept:
-                continue
-            tokens = getattr(story, "tokens", None) or self.count_tokens(story.text)
-            if used + tokens <= budget:
+            tokens = self._tokens(story)
+            if _sid(story) not in ids and used + tokens <= (limit if out else budget):
                 out.append(story)
                 used += tokens
-        return out[:options.story_k] if options.story_k else out
+        return out[:k] if k else out
 
-    def _remember(self, key: str, stories: list[Any]) -> None:
+    def _tokens(self, story: Any) -> int:
+        return getattr(story, "tokens", None) or self.count_tokens(getattr(story, "text", str(story)))
+
+    def _remember(self, key: str, state: "StoryState") -> None:
         with self._lock:
-            self._story_memory[key] = list(stories)
+            self._story_memory[key] = state
             self._story_memory.move_to_end(key)
             while len(self._story_memory) > STORY_MEMORY:
                 self._story_memory.popitem(last=False)
@@ -515,7 +576,7 @@ class Engine:
         note = prompt.note
         return Reply(text=text, emotion=note.emotion if note else "", note=note.note if note else "",
                      intent=note.intent if note else "",
-                     story_ids=[str(getattr(s, "id", i)) for i, s in enumerate(prompt.stories)],
+                     story_ids=[str(getattr(s, "id", i)) for i, s in enumerate(prompt.shown_stories())],
                      lore_names=[str(getattr(h, "name", "")) for h in prompt.lore],
                      memories=list(prompt.memories), prompt_tokens=prompt_tokens,
                      completion_tokens=completion, timings=timings,

@@ -74,6 +74,43 @@ def test_a_triggered_lore_entry_leaves_the_history_prefix_alone(sherlock):
     assert q.messages[-2]["content"] == "Holmes?\nMoriarty?"
 
 
+def test_anchored_stories_stay_where_they_were_first_read(sherlock):
+    # a story block added mid-chat sits before the message that brought it and stays
+    # there: the prompt before it never changes, and it leaves with its trimmed turns
+    kw = dict(user_name="Watson", note=NOTE, count_tokens=approx_tokens, stories=["Sherlock:「(nods) Data.」"])
+    scene = "Sherlock:「(taps the map) The moor hides a hound.」"
+    hist = history(3)
+    now = Composer().compose(sherlock, hist, "A hound?", anchored=[(len(hist), [scene])], budgets=Budgets(), **kw)
+    plain = Composer().compose(sherlock, hist, "A hound?", budgets=Budgets(), **kw)
+    assert now.messages[:-2] == plain.messages[:-2] + [now.messages[-3]]  # added right before the message
+    assert now.messages[-3]["role"] == "system" and "moor hides a hound" in now.messages[-3]["content"]
+    assert [(a, items) for a, items in now.anchored] == [(len(hist), [scene])]
+    assert now.shown_stories() == ["Sherlock:「(nods) Data.」", scene]
+    later_hist = hist + [{"role": "user", "name": "Watson", "content": "A hound?"},
+                         {"role": "assistant", "name": "Sherlock Holmes", "content": "(grim) A hound."}]
+    later = Composer().compose(sherlock, later_hist, "Whose?", anchored=[(len(hist), [scene])],
+                               budgets=Budgets(), **kw)
+    assert later.messages[:len(now.messages) - 1] == now.messages[:-1]  # the same prefix, the block in place
+    # the history's own user lines before the anchor still join the message after it
+    group = hist + [{"role": "user", "name": "Watson", "content": "Holmes?"}]
+    g = Composer().compose(sherlock, group + [{"role": "user", "name": "Watson", "content": "A hound?"}], "Whose?",
+                           anchored=[(len(group), [scene])], budgets=Budgets(), **kw)
+    roles = [m["role"] for m in g.messages]
+    assert all(a != b for a, b in zip(roles, roles[1:]) if a == "user")  # user lines never split by it
+    assert {"role": "user", "content": "Holmes?\nA hound?\nWhose?"} in g.messages
+    # the story budget is shared (the block first), and a trimmed turn takes its block along
+    small = Budgets(stories=approx_tokens(kw["stories"][0]) + approx_tokens(scene) - 1)
+    tight = Composer().compose(sherlock, hist, "A hound?", anchored=[(len(hist), [scene])], budgets=small, **kw)
+    assert tight.anchored == [] and tight.parts["stories"] <= small.stories
+    size = sum(approx_tokens(m["content"]) for m in later_hist[-2:])
+    trimmed = Composer().compose(sherlock, later_hist, "Whose?", anchored=[(len(hist), [scene]), (2, [scene])],
+                                 budgets=Budgets(history=size), **kw)
+    assert trimmed.anchored == [(len(hist), [scene])]  # the one at message 2 went with its turn
+    # cache_friendly moves every story after the history: nothing is anchored
+    assert Composer().compose(sherlock, hist, "A hound?", anchored=[(len(hist), [scene])], budgets=Budgets(),
+                              cache_friendly=True, **kw).anchored == []
+
+
 def test_system_prefix_is_stable_across_turns(sherlock):
     c = Composer()
     kw = dict(user_name="Watson", note=NOTE, budgets=Budgets(), count_tokens=approx_tokens)

@@ -140,9 +140,10 @@ def test_story_reuse_keeps_the_start_of_the_previous_block(engine):
     assert [s.id for s in other.stories] == ids_fresh
 
 
-def test_story_block_stays_on_topic_and_refreshes_on_a_new_one(backend, roleplay_home):
+def test_story_block_stays_on_topic_and_anchors_a_new_one(backend, roleplay_home):
     """The sticky block: a follow-up on the same scene keeps last turn's stories byte for
-    byte (a stable prompt prefix); a new topic rebuilds the block around the new scene."""
+    byte (a stable prompt prefix); a new topic brings its scene in as an anchored block
+    right before the new message, and the prompt before it stays the same."""
     budgets = BUDGETS.model_copy(update={"stories": 750})  # a block of several scenes
     engine = Engine(Settings.from_env(budgets=budgets), backend=backend)
     first = "Why do you play the violin at three in the morning?"
@@ -152,6 +153,7 @@ def test_story_block_stays_on_topic_and_refreshes_on_a_new_one(backend, roleplay
     same = "Do you play the violin when you are thinking?"
     turn2 = engine.prepare(Turn("sherlock", history, same))
     assert len(turn1.stories) > 1 and [s.id for s in turn2.stories] == [s.id for s in turn1.stories]
+    assert not turn2.anchored
     plain2 = engine.prepare(Turn("sherlock", history, same, options=EngineOptions(story_reuse=0.0)))
     assert [s.id for s in plain2.stories] != [s.id for s in turn1.stories]  # precondition: retrieval alone moves
     assert turn2.messages[:2] == turn1.messages[:2]  # system + story block identical
@@ -160,10 +162,32 @@ def test_story_block_stays_on_topic_and_refreshes_on_a_new_one(backend, roleplay
     moved = "How could you tell I had just come back from the war in Afghanistan?"
     turn3 = engine.prepare(Turn("sherlock", history2, moved))
     fresh = engine.prepare(Turn("sherlock", history2, moved, options=EngineOptions(story_reuse=0.0)))
-    assert [s.id for s in turn3.stories] != [s.id for s in turn2.stories]
-    assert fresh.stories[0].id in [s.id for s in turn3.stories]  # the new best scene is in the block
-    assert any("afghanistan" in s.text.lower() for s in turn3.stories)
+    assert [s.id for s in turn3.stories] == [s.id for s in turn2.stories]  # the block stays
+    assert [at for at, _ in turn3.anchored] == [len(history2)]
+    anchored = turn3.anchored[0][1]
+    assert anchored[0].id == fresh.stories[0].id  # the new best scene, anchored
+    assert any("afghanistan" in s.text.lower() for s in anchored)
     assert turn3.parts["stories"] <= budgets.stories
+    # The prompt up to the anchored block is the previous prompt's history, unchanged.
+    at = next(i for i, m in enumerate(turn3.messages) if m["role"] == "system" and anchored[0].text[:40] in m["content"])
+    assert turn3.messages[at + 1] == {"role": "user", "content": moved}
+    assert turn3.messages[:at] == turn2.messages[:at - 2] + [
+        {"role": "user", "content": same}, {"role": "assistant", "content": "(sighs) Very well."}]
+    # Next turn the anchored block stays where it was, before the message that brought it.
+    history3 = history2 + [{"role": "user", "name": "Watson", "content": moved},
+                           {"role": "assistant", "name": "Sherlock Holmes", "content": "(smiles) Your tan."}]
+    turn4 = engine.prepare(Turn("sherlock", history3, "And my wounded shoulder, from the war in Afghanistan?"))
+    assert [(a, [s.id for s in items]) for a, items in turn4.anchored] == \
+        [(a, [s.id for s in items]) for a, items in turn3.anchored]
+    assert turn4.messages[:at + 2] == turn3.messages[:at + 2]
+    assert [s.id for s in turn4.shown_stories()] == [s.id for s in turn3.shown_stories()]
+    # With anchoring off, the new topic rebuilds the block instead.
+    off = EngineOptions(story_anchor=0.0)
+    engine2 = Engine(Settings.from_env(budgets=budgets), backend=backend)
+    engine2.prepare(Turn("sherlock", [], first, options=off))
+    engine2.prepare(Turn("sherlock", history, same, options=off))
+    rebuilt = engine2.prepare(Turn("sherlock", history2, moved, options=off))
+    assert not rebuilt.anchored and fresh.stories[0].id in [s.id for s in rebuilt.stories]
 
 
 def test_keep_block_rule():

@@ -80,6 +80,12 @@ class ComposedPrompt:
     lore: list[Any] = field(default_factory=list)
     memories: list[str] = field(default_factory=list)
     note: StageNote | None = None
+    #: Stories added mid-chat, as shown: ``(history index, stories)`` (see `Composer.compose`).
+    anchored: list[tuple[int, list[Any]]] = field(default_factory=list)
+
+    def shown_stories(self) -> list[Any]:
+        """Every story in the prompt, in prompt order: the block, then the anchored ones."""
+        return [*self.stories, *(s for _, items in self.anchored for s in items)]
 
 
 def _builtin_templates() -> Path:
@@ -100,6 +106,19 @@ def _fit(items: Iterable[Any], text_of: Callable[[Any], str], budget: int,
             kept.append(item)
             used += n
     return kept, used
+
+
+def _strip_index(message: dict) -> dict:
+    return {k: v for k, v in message.items() if k != "_i"}
+
+
+def _insert_before_user_run(messages: list[dict], at: int, block: dict, *, floor: int) -> None:
+    """Insert ``block`` at ``at``, moved back before any user lines that end
+    ``messages[:at]``, so those lines still join the user message after it (`_merge`)
+    and roles keep alternating; never before index ``floor``."""
+    while at > floor and messages[at - 1]["role"] == "user":
+        at -= 1
+    messages.insert(at, block)
 
 
 def _memory_items(memories: Iterable[Any], expand: Callable[[str], str]) -> list[tuple[float, str, str]]:
@@ -224,7 +243,8 @@ class Composer:
                 memories: Sequence[str] = (), summary: str = "", note: StageNote | None = None,
                 stage_mode: str = "prefill", budgets: Budgets, count_tokens: Callable[[str], int],
                 others: Sequence[str] = (), plain: bool = False,
-                cache_friendly: bool = False, history_trim_to: float = HISTORY_TRIM_TO) -> ComposedPrompt:
+                cache_friendly: bool = False, history_trim_to: float = HISTORY_TRIM_TO,
+                anchored: Sequence[tuple[int, Sequence[Any]]] = ()) -> ComposedPrompt:
         """Build the chat messages for one turn.
 
         Args:
@@ -252,6 +272,11 @@ class Composer:
             history_trim_to: when the history overflows its budget, drop whole oldest
                 turns down to this share of it at once (`history_start`); 1.0 drops only
                 as many as needed.
+            anchored: stories added mid-chat, ``(i, stories)``: a block shown right before
+                ``history[i]`` (``i == len(history)``: before the new message), so it stays
+                where it was first read while the chat goes on and leaves with the turns
+                trimmed off the history's start. They share the story budget with
+                ``stories`` (which are fitted first); ignored with ``cache_friendly``.
 
         Raises:
             ConfigError: a bad argument or a failing template.
@@ -272,7 +297,7 @@ class Composer:
 
         turns = self._history_messages(card, history, user_name=user_name, group=bool(others))
         kept_turns, history_tokens = self._fit_history(turns, budgets.history, count_tokens, history_trim_to)
-        history_msgs = self._merge([m for turn in kept_turns for m in turn])
+        history_flat = [m for turn in kept_turns for m in turn]
         user_msg = (f"{user_name}: {user_text}" if others else user_text) if user_text else ""
 
         parts = dict.fromkeys(("system", "memories", "summary", "stories", "lorebook", "history",
@@ -281,7 +306,7 @@ class Composer:
             system = self.render("plain", lang, char=card.name, user=user_name,
                                  persona=x(card.persona), scenario=x(card.scenario))
             messages = [{"role": "system", "content": system}]
-            messages += history_msgs
+            messages += [_strip_index(m) for m in history_flat]
             if user_msg:
                 messages.append({"role": "user", "content": user_msg})
             messages = self._merge(messages)
@@ -316,29 +341,42 @@ class Composer:
             lore_before=[x(h.content) for h in constant if position(h) == "before_char"],
             lore_after=[x(h.content) for h in constant if position(h) != "before_char"],
             memories=[] if cache_friendly else mem_view, summary=summary_text)
-        stories_kept, story_tokens = _fit(stories, lambda s: x(getattr(s, "text", s) or ""),
-                                          budgets.stories, count_tokens)
+        story_text = lambda s: x(getattr(s, "text", s) or "")  # noqa: E731
+        stories_kept, story_tokens = _fit(stories, story_text, budgets.stories, count_tokens)
+
+        def story_block(items: Sequence[Any]) -> dict:
+            return {"role": "system", "content": self.render(
+                "stories", lang, char=card.name, user=user_name, stories=[story_text(s).strip() for s in items])}
+
         per_turn: list[dict] = []  # parts that change with every message
         if mem_kept and cache_friendly:
             per_turn.append({"role": "system", "content": self.render(
                 "memories", lang, char=card.name, user=user_name, memories=mem_view)})
         if stories_kept:
-            block = self.render("stories", lang, char=card.name, user=user_name,
-                                stories=[x(getattr(s, "text", s)).strip() for s in stories_kept])
-            per_turn.append({"role": "system", "content": block})
+            per_turn.append(story_block(stories_kept))
+        # Anchored blocks, oldest first, where their turn still is in the window.
+        first = history_flat[0]["_i"] if history_flat else len(history)
+        anchors_kept: list[tuple[int, list[Any]]] = []
+        for at, items in sorted(((int(a), list(b)) for a, b in anchored if not cache_friendly), key=lambda a: a[0]):
+            if first <= at <= len(history):
+                kept, n = _fit(items, story_text, budgets.stories - story_tokens, count_tokens)
+                if kept:
+                    anchors_kept.append((at, kept))
+                    story_tokens += n
+        history_msgs = list(history_flat)
+        for at, items in reversed(anchors_kept):  # from the end, so earlier indexes stay valid
+            pos = next((j for j, m in enumerate(history_msgs) if m.get("_i", -1) >= at), len(history_msgs))
+            _insert_before_user_run(history_msgs, pos, story_block(items), floor=0)
+        history_msgs = self._merge([_strip_index(m) for m in history_msgs])
         messages = [{"role": "system", "content": system}]
         if cache_friendly:
             messages += history_msgs + per_turn
         else:
             messages += per_turn + history_msgs
         if triggered:  # after the history: see the module docstring (why)
-            # before any user lines that end the history, so they still join the new
-            # message (`_merge`) and roles keep alternating
-            at = len(messages)
-            while at > 1 and messages[at - 1]["role"] == "user":
-                at -= 1
-            messages.insert(at, {"role": "system", "content": self.render(
-                "lore", lang, char=card.name, user=user_name, entries=[x(h.content).strip() for h in triggered])})
+            _insert_before_user_run(messages, len(messages), {"role": "system", "content": self.render(
+                "lore", lang, char=card.name, user=user_name, entries=[x(h.content).strip() for h in triggered])},
+                floor=1)
         if user_msg:
             messages.append({"role": "user", "content": user_msg})
 
@@ -362,13 +400,15 @@ class Composer:
                      prefill=count_tokens(prefill) if prefill else 0)
         parts["total"] = sum(count_tokens(m["content"]) for m in messages)
         return ComposedPrompt(messages=messages, prefill=prefill, parts=parts, stories=stories_kept,
-                              lore=lore_kept, memories=mem_kept, note=note)
+                              lore=lore_kept, memories=mem_kept, note=note, anchored=anchors_kept)
 
     # -- history ------------------------------------------------------------------
     @staticmethod
     def _history_messages(card: Character, history: Sequence[dict], *, user_name: str,
                           group: bool) -> list[list[dict]]:
-        """History as turns (a turn starts at a user message), other speakers as ``Name: text``."""
+        """History as turns (a turn starts at a user message), other speakers as ``Name: text``.
+
+        Each message carries ``_i``, its index in ``history`` (dropped before rendering)."""
         if not isinstance(history, (list, tuple)):
             raise ConfigError("history must be a list of {'role', 'name', 'content'} messages")
         turns: list[list[dict]] = []
@@ -387,6 +427,7 @@ class Composer:
                 msg = {"role": "user", "content": f"{name}: {content}"}
             else:
                 msg = {"role": "user", "content": content}
+            msg["_i"] = i  # where it came from: anchored story blocks are placed by it
             if item["role"] == "user" or not turns:
                 turns.append([])
             turns[-1].append(msg)
