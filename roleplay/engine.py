@@ -445,9 +445,9 @@ class Engine:
         if options.story_keep_margin is not None and keep_block(present, candidates, options.story_keep_margin):
             return fresh(previous), [(at, fresh(items)) for at, items in anchored]
         if anchor_share:
-            room = budget - sum(self._tokens(s) for s in present)
             ids = {_sid(s) for s in present}
             new = [s for s in candidates if _sid(s) not in ids]
+            room = budget - sum(self._tokens(s) for s in present)
             margin = options.story_keep_margin or 0.0
             best = float(getattr(candidates[0], "score", 0.0))
             add: list[Any] = []
