@@ -13,12 +13,15 @@ Trade-offs:
 - The reply text *includes* the prefilled stage note: the model continued it, so it is
   part of what the character said and did. Streams yield it first, before generation.
 - Stories retrieved anew each turn would change the prompt right after the system
-  message every turn. The engine remembers each conversation's last story block (in
-  memory, LRU) and keeps it whole while it still serves the new message (the fresh best
-  story is in it, or its best scores within ``story_keep_margin``); when the topic moves
-  on it rebuilds the block, keeping the still-relevant start (``story_reuse``). Measured
-  in docs/prompting.md: prefix stability 0.53 → ≥0.8, at a relevance cost only on
-  abrupt topic changes. ``cache_friendly`` is the other trade (see the composer).
+  message every turn. The engine remembers each conversation's stories as last shown
+  (in memory, LRU) and keeps them while they still serve the new message (the fresh
+  best story is among them, or their best scores within ``story_keep_margin``); when the
+  topic moves on, the new best stories are *anchored* before the message that brought
+  them (``story_anchor``), so the prompt before them stays cached; only when those
+  overflow their share of the budget is the block rebuilt, keeping its still-relevant
+  start (``story_reuse``). Measured in docs/prompting.md (bench/stories.py): 43 % fewer
+  prompt tokens re-read per turn than rebuilding on each new topic, with the expected
+  scene shown as often. ``cache_friendly`` is the other trade (see the composer).
 - Post-processing runs incrementally (`StreamCleaner`); when it sees the model start
   another speaker's line it stops consuming the backend's stream (which cancels the
   generation) — the speaker-line markers are also passed to the backend as stop strings.
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import threading
 import time
@@ -41,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .cards import macros
 from .cards.schema import Character
-from .config import Settings
+from .config import Budgets, Settings
 from .errors import ConfigError, invalid
 from .reply import ReplyRecord
 from .compose.composer import ComposedPrompt, Composer, card_language
@@ -54,6 +58,12 @@ if TYPE_CHECKING:  # heavy modules stay out of ``import roleplay.engine``
 
 #: How many recent history messages the retriever and lorebook see besides the new one.
 CONTEXT_MESSAGES = 4
+#: Context kept free for the reply when budgets are fitted to the model's context (the
+#: default ``max_tokens``; a request for more gets what is left, see `Engine.stream`).
+REPLY_RESERVE = 200
+#: Tokens the budgets do not count: chat-template tags around each message, the headings
+#: of the story / lore / memory blocks, the stage note (measured: ~150 on a full prompt).
+FRAMING = 256
 #: A leading action note of a reply: (…), （…） or *…*.
 _LEADING_NOTE = re.compile(r"^\s*(\([^()\n]{1,80}\)|（[^（）\n]{1,80}）|\*[^*\n]{1,80}\*)")
 #: Conversations whose last story blocks are remembered (for ``story_reuse``).
@@ -346,9 +356,9 @@ class Engine:
         assert isinstance(card, Character) and options is not None  # subtle: _resolve ran first
         if turn.mode != "reply":
             options = options.model_copy(update={"stage_mode": "off"})  # the text decides, not a new note
-        budgets = self.settings.budgets
         timings: dict[str, float] = {}
         conversation = self._conversation(turn)
+        budgets = self.fitted_budgets(turn)
 
         start = time.perf_counter()
         stories: list[Any] = []
@@ -356,7 +366,7 @@ class Engine:
         lore: list[Any] = []
         if not options.plain:
             if options.retrieval and card.all_stories():
-                stories, anchored = self._stories(card, history, conversation, options)
+                stories, anchored = self._stories(card, history, conversation, options, budgets.stories)
             if options.lorebook and card.lorebook:
                 lore = self.retriever.lore(card, conversation, budget_tokens=budgets.lorebook,
                                            count_tokens=self.count_tokens)
@@ -399,8 +409,36 @@ class Engine:
                            StoryState(list(prompt.stories), list(prompt.anchored)))
         return prompt, timings
 
+    def fitted_budgets(self, turn: Turn) -> Budgets:
+        """``settings.budgets``, scaled down (in steps of 5 %) when they could not fit the
+        loaded model's context: a card's own text (persona, scenario, rules: ~650 tokens
+        for the bundled English cards, ~1,400 for the Chinese ones in SmolLM2's tokenizer)
+        plus full budgets (3,700 tokens) plus a reply overflow a 4,096-token context. The
+        scale depends on the card and the user persona only, not on the turn, so the
+        budgets — and with them the history's trim points — stay put from turn to turn."""
+        budgets = self.settings.budgets
+        backend = self._backend
+        context = getattr(backend, "context_length", None) if backend is not None else None
+        ids = getattr(backend, "prompt_ids", None)
+        if not isinstance(context, int) or not callable(ids):
+            return budgets
+        card = turn.card
+        assert isinstance(card, Character)
+        empty = Budgets(stories=0, lorebook=0, memories=0, history=0, summary=0)
+        bare = self.composer(turn.options.template_dir if turn.options else None).compose(
+            card, [], "", user_name=turn.user_name or card.user_name, user_persona=turn.user_persona,
+            budgets=empty, count_tokens=self.count_tokens, stage_mode="off", others=list(turn.others),
+            plain=bool(turn.options and turn.options.plain))
+        room = context - REPLY_RESERVE - FRAMING - len(ids(bare.messages))
+        parts = budgets.model_dump()
+        total = sum(parts.values())
+        if total <= room:
+            return budgets
+        scale = max(0.0, math.floor(20 * room / total) / 20) if total else 0.0
+        return Budgets(**{k: int(v * scale) for k, v in parts.items()})
+
     def _stories(self, card: Character, history: Sequence[dict], conversation: list[str],
-                 options: EngineOptions) -> tuple[list[Any], list[tuple[int, list[Any]]]]:
+                 options: EngineOptions, budget: int) -> tuple[list[Any], list[tuple[int, list[Any]]]]:
         """The story block (best first) and the anchored blocks ``(history index, stories)``.
 
         With ``story_reuse`` > 0 and a remembered state for this conversation:
@@ -414,7 +452,6 @@ class Engine:
           candidates (within ``story_reuse`` of the block's budget) is kept, the best new
           stories fill the block, and the anchored blocks are dropped.
         """
-        budget = self.settings.budgets.stories
         anchor_share = 0.0 if options.cache_friendly or options.story_reuse <= 0 else options.story_anchor
         block_budget = int(budget * (1.0 - anchor_share))
         self.retriever.ensure_indexed(card)
@@ -495,6 +532,19 @@ class Engine:
             while len(self._story_memory) > STORY_MEMORY:
                 self._story_memory.popitem(last=False)
 
+    @staticmethod
+    def _fit_reply(params: "SamplingParams", prompt: ComposedPrompt, backend: "Backend") -> "SamplingParams":
+        """``params`` with ``max_tokens`` lowered to what the model's context leaves after
+        the prompt (the reply then ends with ``finish_reason`` "length"), as the API does."""
+        context = getattr(backend, "context_length", None)
+        ids = getattr(backend, "prompt_ids", None)
+        if not isinstance(context, int) or not callable(ids):
+            return params
+        room = context - len(ids(prompt.messages))
+        if 0 < room < params.max_tokens:
+            return params.model_copy(update={"max_tokens": room})
+        return params  # no room at all: the backend says so
+
     def _stop_params(self, params: "SamplingParams | None", turn: Turn) -> "SamplingParams":
         """``params`` plus stop strings where another speaker's line would begin."""
         from .backends.base import SamplingParams
@@ -521,7 +571,7 @@ class Engine:
         backend = self.backend  # loaded first so budgets count with the model's tokenizer
         turn = self._resolve(turn)
         prompt, timings = self._prepare(turn)
-        params = self._stop_params(params, turn)
+        params = self._fit_reply(self._stop_params(params, turn), prompt, backend)
         card = turn.card
         if turn.mode == "impersonate":  # the user's line: cleaned as the user's, not the card's
             speaker = card.model_copy(update={"name": turn.user_name})

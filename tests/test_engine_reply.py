@@ -213,3 +213,33 @@ def test_stage_note_macros_are_expanded(backend, roleplay_home):
     prompt = Engine(backend=backend).prepare(Turn(card, [], "You are brilliant!", user_name="Lin"))
     assert prompt.note is not None and prompt.note.note == "(points a screwdriver at Lin)"
     assert "{{user}}" not in prompt.prefill and "Lin" in prompt.prefill
+
+
+def test_budgets_fit_the_models_context_on_a_long_chinese_chat(backend, roleplay_home):
+    """Full default budgets plus a Chinese card's own text (~1,400 tokens in SmolLM2's
+    tokenizer) overflow the CPU default's 4,096-token context: the engine scales the
+    budgets down, the same way every turn, so a long chat keeps working."""
+    from roleplay.backends import SamplingParams
+
+    engine = Engine(Settings.from_env(), backend=backend)
+    card = engine.card("sunwukong")
+    turn = Turn(card, [], "你好", user_name=card.user_name, options=EngineOptions())
+    fitted = engine.fitted_budgets(turn)
+    configured = engine.settings.budgets
+    assert fitted.history < configured.history and fitted.stories < configured.stories  # it had to shrink
+    history = []
+    for i in range(40):  # far past the history budget: every part as full as it gets
+        history += [{"role": "user", "content": f"第{i}回：大圣，花果山的猴子们今天又在水帘洞前面操练了吗？"},
+                    {"role": "assistant", "content": "（挠挠头）俺老孙这就去看看，那帮小的们可不能偷懒！" * 2}]
+    params = SamplingParams(max_tokens=1024, temperature=0)  # more than can fit: lowered, not an error
+    prompt = engine.prepare(Turn(card, history, "师父又被妖怪抓走了，怎么办？"))
+    assert len(backend.prompt_ids(prompt.messages)) <= backend.context_length - 200
+    assert engine.fitted_budgets(Turn(card, history, "另一句话", user_name=card.user_name,
+                                      options=EngineOptions())) == fitted  # not per turn
+    reply = engine.reply(Turn(card, history, "师父又被妖怪抓走了，怎么办？"), params)
+    assert reply.completion_tokens and reply.prompt_tokens + reply.completion_tokens <= backend.context_length
+    # a model with room for everything keeps the configured budgets
+    roomy = Engine(Settings.from_env(), backend=backend)
+    roomy._backend = type("Roomy", (), {"context_length": 100_000, "prompt_ids": backend.prompt_ids,
+                                        "count_tokens": backend.count_tokens})()
+    assert roomy.fitted_budgets(turn) == configured

@@ -8,7 +8,8 @@ Messages come out in a fixed order that keeps the prompt prefix stable from turn
    constant lore, then the user memories and the rolling summary (the parts that change
    most often come last);
 2. system — the retrieved stories ("classic scenes of {{char}}"), if any;
-3. the history (oldest turns dropped first to fit the budget);
+3. the history (oldest turns dropped first to fit the budget), with the anchored
+   story blocks (``anchored``) before the messages that brought them;
 4. system — the triggered lorebook entries, if any;
 5. user — the new message;
 6. system — the instruct-mode stage direction and the card's post-history instructions;
