@@ -410,12 +410,17 @@ class Engine:
         return prompt, timings
 
     def fitted_budgets(self, turn: Turn) -> Budgets:
-        """``settings.budgets``, scaled down (in steps of 5 %) when they could not fit the
-        loaded model's context: a card's own text (persona, scenario, rules: ~650 tokens
-        for the bundled English cards, ~1,400 for the Chinese ones in SmolLM2's tokenizer)
-        plus full budgets (3,700 tokens) plus a reply overflow a 4,096-token context. The
-        scale depends on the card and the user persona only, not on the turn, so the
-        budgets — and with them the history's trim points — stay put from turn to turn."""
+        """``settings.budgets``, scaled down (in steps of 5 %) when they could not all be
+        full within the loaded model's context.
+
+        The budgets do not count the card's own text (persona, scenario, rules: ~650
+        tokens for the bundled English cards, ~1,400 for the Chinese ones in SmolLM2's
+        tokenizer), so full budgets plus a reply can overflow a 4,096-token context. Only
+        parts this chat can fill count: the lorebook up to the card's enabled entries,
+        memories only for a memory user (or given memories), the summary only once there
+        is one. The scale depends on the card, the user persona and those facts, not on
+        the turn's text, so the budgets — and the history's trim points — stay put.
+        """
         budgets = self.settings.budgets
         backend = self._backend
         context = getattr(backend, "context_length", None) if backend is not None else None
@@ -430,12 +435,16 @@ class Engine:
             budgets=empty, count_tokens=self.count_tokens, stage_mode="off", others=list(turn.others),
             plain=bool(turn.options and turn.options.plain))
         room = context - REPLY_RESERVE - FRAMING - len(ids(bare.messages))
-        parts = budgets.model_dump()
-        total = sum(parts.values())
+        lore = sum(self.count_tokens(e.content) for e in card.lorebook if e.enabled)
+        used = {"stories": budgets.stories, "history": budgets.history,
+                "lorebook": min(budgets.lorebook, lore),
+                "memories": budgets.memories if (turn.memory_user or turn.memories) else 0,
+                "summary": budgets.summary if turn.summary else 0}
+        total = sum(used.values())
         if total <= room:
             return budgets
         scale = max(0.0, math.floor(20 * room / total) / 20) if total else 0.0
-        return Budgets(**{k: int(v * scale) for k, v in parts.items()})
+        return Budgets(**{k: int(v * scale) for k, v in budgets.model_dump().items()})
 
     def _stories(self, card: Character, history: Sequence[dict], conversation: list[str],
                  options: EngineOptions, budget: int) -> tuple[list[Any], list[tuple[int, list[Any]]]]:
@@ -507,6 +516,10 @@ class Engine:
                 break
             kept.append(story)
             used += self._tokens(story)
+        # the fresh best story always gets in: old stories give way from the end
+        top = candidates[0] if candidates else None
+        while kept and top is not None and top not in kept and used + self._tokens(top) > block_budget:
+            used -= self._tokens(kept.pop())
         return self._fill(kept, candidates, block_budget, budget, options.story_k), []
 
     def _fill(self, kept: list[Any], candidates: list[Any], limit: int, budget: int, k: int | None) -> list[Any]:
