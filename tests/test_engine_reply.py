@@ -243,3 +243,38 @@ def test_budgets_fit_the_models_context_on_a_long_chinese_chat(backend, roleplay
     roomy._backend = type("Roomy", (), {"context_length": 100_000, "prompt_ids": backend.prompt_ids,
                                         "count_tokens": backend.count_tokens})()
     assert roomy.fitted_budgets(turn) == configured
+
+
+def test_a_rebuilt_block_always_takes_the_fresh_best_story(roleplay_home):
+    """When the topic moves on and nothing can be anchored, the old block's start is kept
+    only as far as the fresh best story still fits after it."""
+    from types import SimpleNamespace as S
+
+    def story(sid, tokens, score):
+        return S(id=sid, text=f"Sherlock:「{sid}」", score=score, tokens=tokens, source=f"card:{sid}",
+                 duplicates=[], speakers=["Sherlock Holmes"])
+
+    class Retriever:  # a stand-in: the ranking is the point here, not the search
+        answers: list = []
+
+        def ensure_indexed(self, card):
+            pass
+
+        def stories(self, card, conversation, **kw):
+            return list(self.answers)
+
+        def lore(self, card, conversation, **kw):
+            return []
+
+    retriever = Retriever()
+    settings = Settings.from_env(budgets=Budgets(stories=100))
+    engine = Engine(settings, retriever=retriever)
+    opts = EngineOptions(stage_mode="off", story_anchor=0.4)  # block 60 tokens, 40 for anchors
+    a, b, c = story("a", 30, 0.9), story("b", 30, 0.8), story("c", 50, 1.0)
+    retriever.answers = [a, b]
+    first = engine.prepare(Turn("sherlock", [], "first", options=opts))
+    assert [s.id for s in first.stories] == ["a", "b"]
+    history = [{"role": "user", "content": "first"}, {"role": "assistant", "content": "(nods) Yes."}]
+    retriever.answers = [c, story("a", 30, 0.5), story("b", 30, 0.4)]  # c: too big to anchor in 40
+    second = engine.prepare(Turn("sherlock", history, "second", options=opts))
+    assert not second.anchored and [s.id for s in second.stories][0] == "c"
