@@ -278,3 +278,28 @@ def test_a_rebuilt_block_always_takes_the_fresh_best_story(roleplay_home):
     retriever.answers = [c, story("a", 30, 0.5), story("b", 30, 0.4)]  # c: too big to anchor in 40
     second = engine.prepare(Turn("sherlock", history, "second", options=opts))
     assert not second.anchored and [s.id for s in second.stories][0] == "c"
+
+
+def test_nothing_retrieved_after_a_block_is_no_error(roleplay_home):
+    from types import SimpleNamespace as S
+
+    class Retriever:  # a stand-in: a second turn whose search finds nothing
+        answers = [S(id="a", text="Sherlock:「a」", score=1.0, tokens=10, source="card:0", duplicates=[],
+                     speakers=["Sherlock Holmes"])]
+
+        def ensure_indexed(self, card):
+            pass
+
+        def stories(self, card, conversation, **kw):
+            return list(self.answers)
+
+        def lore(self, card, conversation, **kw):
+            return []
+
+    retriever = Retriever()
+    engine = Engine(Settings.from_env(), retriever=retriever)
+    opts = EngineOptions(stage_mode="off")
+    assert [s.id for s in engine.prepare(Turn("sherlock", [], "first", options=opts)).stories] == ["a"]
+    retriever.answers = []
+    history = [{"role": "user", "content": "first"}, {"role": "assistant", "content": "(nods) Yes."}]
+    assert engine.prepare(Turn("sherlock", history, "second", options=opts)).stories == []
