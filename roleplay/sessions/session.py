@@ -621,7 +621,11 @@ class Session:
         msgs = [m for m in self.messages if m.complete and m.position >= self.summary_upto]
         from ..memory.summary import history_cut
 
-        cut = history_cut([m.text for m in msgs], settings.budgets.history)
+        # the engine's own history budget (fitted to the model's context), so the summary
+        # folds in exactly what leaves the prompt
+        fit = getattr(self.engine, "fitted_budgets", None)
+        budget = fit(self._turn(self.card(), [], "")).history if callable(fit) else settings.budgets.history
+        cut = history_cut([m.text for m in msgs], budget)
         if cut > 0:
             worker.submit(self._summarise, msgs[cut].position if cut < len(msgs) else msgs[-1].position + 1)
 
