@@ -121,23 +121,34 @@ def test_prompt_command_errors(capsys):
     assert err.startswith("error: ") and "no-such-card" in err and len(err.strip().splitlines()) == 1
 
 
-def test_story_reuse_keeps_the_start_of_the_previous_block(engine):
+def test_story_reuse_keeps_the_start_of_the_previous_block(backend, roleplay_home):
     first = "Will you play the violin for me tonight?"
-    turn1 = engine.prepare(Turn("sherlock", [], first))
     history = [{"role": "user", "name": "Watson", "content": first},
                {"role": "assistant", "name": "Sherlock Holmes", "content": "(tunes the violin) Perhaps."}]
     second = "Do you ever compose your own music?"  # a follow-up whose best scene is another one
+    # The rebuild path (the sticky block and anchoring off): the still-candidate start of
+    # the old block stays, and the fresh best story still gets in.
+    rebuild = EngineOptions(story_reuse=1.0, story_keep_margin=None, story_anchor=0.0)
+    engine = Engine(Settings.from_env(budgets=BUDGETS.model_copy(update={"stories": 500})), backend=backend)
+    turn1 = engine.prepare(Turn("sherlock", [], first, options=rebuild))
     fresh = engine.prepare(Turn("sherlock", history, second, options=EngineOptions(story_reuse=0.0)))
-    # The refresh path (the sticky block off): the still-candidate start of the old block stays.
-    reused = engine.prepare(Turn("sherlock", history, second, options=EngineOptions(story_reuse=1.0, story_keep_margin=None)))
+    reused = engine.prepare(Turn("sherlock", history, second, options=rebuild))
     ids1 = [s.id for s in turn1.stories]
     ids_fresh, ids_reused = [s.id for s in fresh.stories], [s.id for s in reused.stories]
     assert ids_fresh[0] != ids1[0], "precondition: the new message retrieves something else first"
     assert ids_reused[0] == ids1[0]  # the old block start survives while it is still a candidate
-    assert reused.parts["stories"] <= BUDGETS.stories
+    assert ids_fresh[0] in ids_reused  # and the new best scene is there too
+    assert reused.parts["stories"] <= 500
     # A conversation the engine has not seen gets plain retrieval.
-    other = engine.prepare(Turn("sherlock", [{"role": "user", "content": "unseen"}] + history, second))
+    other = engine.prepare(Turn("sherlock", [{"role": "user", "content": "unseen"}] + history, second,
+                                options=EngineOptions(story_anchor=0.0)))
     assert [s.id for s in other.stories] == ids_fresh
+    # When both do not fit, the old start gives way to the fresh best scene.
+    small = Engine(Settings.from_env(budgets=BUDGETS), backend=backend)  # 250 tokens: one scene
+    small.prepare(Turn("sherlock", [], first, options=rebuild))
+    tight = small.prepare(Turn("sherlock", history, second, options=rebuild))
+    assert [s.id for s in tight.stories][0] == small.prepare(
+        Turn("sherlock", history, second, options=EngineOptions(story_reuse=0.0))).stories[0].id
 
 
 def test_story_block_stays_on_topic_and_anchors_a_new_one(backend, roleplay_home):
