@@ -256,28 +256,35 @@ def test_budgets_fit_the_models_context_on_a_long_chinese_chat(backend, roleplay
     assert roomy.fitted_budgets(turn) == configured
 
 
+def stand_in_story(sid, tokens, score):
+    from types import SimpleNamespace as S
+
+    return S(id=sid, text=f"Sherlock:「{sid}」", score=score, tokens=tokens, source=f"card:{sid}",
+             duplicates=[], speakers=["Sherlock Holmes"])
+
+
+class StandInRetriever:
+    """A stand-in retriever answering ``answers`` to every search: for tests where the
+    ranking is the point, not the search."""
+
+    def __init__(self, answers):
+        self.answers = list(answers)
+
+    def ensure_indexed(self, card):
+        pass
+
+    def stories(self, card, conversation, **kw):
+        return list(self.answers)
+
+    def lore(self, card, conversation, **kw):
+        return []
+
+
 def test_a_rebuilt_block_always_takes_the_fresh_best_story(roleplay_home):
     """When the topic moves on and nothing can be anchored, the old block's start is kept
     only as far as the fresh best story still fits after it."""
-    from types import SimpleNamespace as S
-
-    def story(sid, tokens, score):
-        return S(id=sid, text=f"Sherlock:「{sid}」", score=score, tokens=tokens, source=f"card:{sid}",
-                 duplicates=[], speakers=["Sherlock Holmes"])
-
-    class Retriever:  # a stand-in: the ranking is the point here, not the search
-        answers: list = []
-
-        def ensure_indexed(self, card):
-            pass
-
-        def stories(self, card, conversation, **kw):
-            return list(self.answers)
-
-        def lore(self, card, conversation, **kw):
-            return []
-
-    retriever = Retriever()
+    story = stand_in_story
+    retriever = StandInRetriever([])
     settings = Settings.from_env(budgets=Budgets(stories=100))
     engine = Engine(settings, retriever=retriever)
     opts = EngineOptions(stage_mode="off", story_anchor=0.4)  # block 60 tokens, 40 for anchors
@@ -292,22 +299,7 @@ def test_a_rebuilt_block_always_takes_the_fresh_best_story(roleplay_home):
 
 
 def test_nothing_retrieved_after_a_block_is_no_error(roleplay_home):
-    from types import SimpleNamespace as S
-
-    class Retriever:  # a stand-in: a second turn whose search finds nothing
-        answers = [S(id="a", text="Sherlock:「a」", score=1.0, tokens=10, source="card:0", duplicates=[],
-                     speakers=["Sherlock Holmes"])]
-
-        def ensure_indexed(self, card):
-            pass
-
-        def stories(self, card, conversation, **kw):
-            return list(self.answers)
-
-        def lore(self, card, conversation, **kw):
-            return []
-
-    retriever = Retriever()
+    retriever = StandInRetriever([stand_in_story("a", 10, 1.0)])  # a second turn then finds nothing
     engine = Engine(Settings.from_env(), retriever=retriever)
     opts = EngineOptions(stage_mode="off")
     assert [s.id for s in engine.prepare(Turn("sherlock", [], "first", options=opts)).stories] == ["a"]
