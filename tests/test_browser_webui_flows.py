@@ -241,9 +241,23 @@ def test_fork_after_one_exchange_adds_a_session_with_the_same_history(page, app,
     from roleplay.engine import Engine
     from roleplay.sessions import Session
 
+    from roleplay.cards import load_card
+    from roleplay.config import BUNDLED_CHARACTERS
+
+    # the greetings' openings (before {{user}}): proof that the click opened Sherlock, not the
+    # card next to him (the import flow above adds one before him in the gallery)
+    openings = [g.split("{{user}}")[0][:30] for g in load_card(BUNDLED_CHARACTERS / "sherlock").greetings]
+    # the page opens with the gallery built at start-up, then refreshes it; a card imported
+    # since (the import flow) shifts the portraits, so click once the gallery has settled
+    from webui.cards_view import gallery_items
+
+    captions = [c for _img, c in gallery_items(app["settings"])[0]]
+    wait_for(page, lambda: page.locator("#chat-gallery .thumbnail-item").all_inner_texts() == captions,
+             timeout_ms=UI_MS, what="the gallery to list every card")
     page.locator("#chat-gallery .thumbnail-item", has_text="Sherlock").first.click()
-    wait_for(page, lambda: "New chat" in text_of(page, "chat-status") and bot_texts(page),
-             timeout_ms=60_000, what="the greeting")  # the page opened with a greeting already
+    wait_for(page, lambda: "New chat" in text_of(page, "chat-status") and bot_texts(page)
+             and any(o in bot_texts(page)[0] for o in openings),
+             timeout_ms=60_000, what="Sherlock's greeting")  # the page opened with a greeting already
     original = re.search(r"New chat (\w+)", text_of(page, "chat-status")).group(1)
 
     page.get_by_text("Sampling", exact=True).click()

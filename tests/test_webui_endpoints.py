@@ -179,3 +179,24 @@ def test_webui_refuses_public_bind_without_auth(capsys, tmp_path):
     bad.write_text("# logins\nnocolon\n")
     assert main(["webui", "--host", "0.0.0.0", "--auth-file", str(bad)]) == 2
     assert f"{bad}:2" in capsys.readouterr().err
+
+
+def test_a_gallery_click_opens_the_card_the_user_saw_even_if_the_list_moved():
+    """A page opens with the gallery built at start-up and then refreshes it: a card
+    imported meanwhile shifts the list, so a click's index alone would open its neighbour."""
+    import gradio as gr
+
+    from webui.chat_tab import pick
+
+    def click(index, caption):
+        return gr.SelectData(None, {"index": index, "value": {"image": None, "caption": caption}})
+
+    before = [("ada", "Ada Lovelace · science"), ("sherlock", "Sherlock Holmes · detective")]
+    after = [("ada", "Ada Lovelace · science"), ("mirela", "Captain Mirela Voss · airship"),
+             ("sherlock", "Sherlock Holmes · detective")]
+    assert pick(before, click(1, "Sherlock Holmes · detective")) == "sherlock"
+    assert pick(after, click(1, "Sherlock Holmes · detective")) == "sherlock"  # the old page's index
+    twins = [("a", "Twin"), ("b", "Twin")]
+    assert pick(twins, click(1, "Twin")) == "b"  # equal captions: the index decides
+    assert pick(after, click(0, None)) == "ada"  # no caption sent: the index
+    assert pick(after, click(7, "Nobody")) is None

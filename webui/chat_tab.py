@@ -166,13 +166,26 @@ def session_choices(engine: "Engine", card_id: str | None) -> list[tuple[str, st
             for s in Session.list(engine, character=card_id, limit=50)]
 
 
-def pick(shown: list[str], evt: gr.SelectData) -> str | None:
-    return shown[evt.index] if evt.index is not None and evt.index < len(shown) else None
+def pick(shown: list[tuple[str, str]], evt: gr.SelectData) -> str | None:
+    """The card id of the clicked portrait. ``shown`` is ``(id, caption)`` in gallery order.
+
+    subtle: the page's gallery and this State can disagree for a moment: a page opens with
+    the gallery as built at start-up and its load event then refreshes both, so a click
+    made meanwhile (or queued behind the refresh) carries an index into the old list.
+    The clicked item's caption says which card the user saw, so it decides; the index
+    only breaks ties between equal captions.
+    """
+    index = evt.index if isinstance(evt.index, int) else None
+    value = evt.value if isinstance(evt.value, dict) else {}
+    caption = value.get("caption")
+    if index is not None and 0 <= index < len(shown) and (caption is None or shown[index][1] == caption):
+        return shown[index][0]
+    return next((card_id for card_id, text in shown if text == caption), None)
 
 
 def refresh_cards(engine: "Engine"):
     new_items, new_ids, _errors = cards_view.gallery_items(engine.settings)
-    return new_items, gr.update(choices=new_ids), new_ids
+    return new_items, gr.update(choices=new_ids), list(zip(new_ids, (c for _img, c in new_items)))
 
 
 def opening_character(engine: "Engine", ids: list[str]) -> str | None:
@@ -419,7 +432,8 @@ def _layout(engine: "Engine") -> ChatUI:
             gallery = gr.Gallery(value=items, label="Characters", columns=2, height=300, allow_preview=False,
                                  object_fit="cover", elem_id="chat-gallery", interactive=False)
             char_id = gr.Dropdown(choices=ids, value=None, label="Character", elem_id="chat-character")
-            card_ids = gr.State(ids)  # the gallery's order, for mapping a click to a card
+            # (id, caption) in the gallery's order, for mapping a click to a card
+            card_ids = gr.State(list(zip(ids, (c for _img, c in items))))
             if load_errors:
                 gr.Markdown("Cards that failed to load:\n" + "\n".join(f"- {html.inline(e, limit=300)}"
                                                                           for e in load_errors))
