@@ -49,7 +49,7 @@ from .cards.schema import Character
 from .config import Budgets, Settings
 from .errors import ConfigError, invalid
 from .reply import ReplyRecord
-from .compose.composer import ComposedPrompt, Composer, card_language
+from .compose.composer import HISTORY_TRIM_TO, ComposedPrompt, Composer, card_language
 from .compose.postprocess import StreamCleaner
 from .compose.stage import StageDirector, StageNote
 
@@ -112,7 +112,7 @@ class EngineOptions(BaseModel):
     #: When the history overflows its budget, drop whole oldest turns down to this share
     #: of the budget at once (1.0: only as many as needed), so the prompt prefix after
     #: the history's start breaks every few turns rather than every turn.
-    history_trim_to: float = Field(0.65, ge=0.1, le=1.0)
+    history_trim_to: float = Field(HISTORY_TRIM_TO, ge=0.1, le=1.0)
     #: Story source labels (``card:3``, ``stories/a.txt#2``) never to retrieve this turn:
     #: canon evaluation leaves the scene under test out so the answer cannot leak in.
     exclude_sources: list[str] = Field(default_factory=list)
