@@ -6,14 +6,20 @@ first token as the baseline, then runs N concurrent streaming chats (default 8) 
 fixed time; requests in flight at the deadline finish, so the run is bounded. Each client
 checks its replies are its own (see `roleplay.server.loadtest`). Prints ONE JSON line.
 
-On the llamacpp backend (the CPU default) each run also gets ``raw_tokens_per_s``: after
-the server stops, the bench process loads the same GGUF and drives xllamacpp directly —
-the same number of parallel streams, each replaying a chat from its card's composed
-first prompt (the same warm-up turns, the same time, the same ``max_tokens``; see
-`raw_llamacpp`) — and ``raw_ratio`` = the server's aggregate tokens/s ÷ that (target
-≥ 0.8). The raw chats only append to their prompts, which llama.cpp's cache serves best;
-the server's prompts also change where retrieval changes the stories, and its replies
-may be cut early (post-processing), so the ratio charges the engine for that work.
+On the llamacpp backend (the CPU default) each run also gets two raw baselines: after
+the server stops, the bench process loads the same GGUF and drives xllamacpp directly,
+the same number of parallel streams replaying the clients' chats (the same openers,
+warm-up turns, time and ``max_tokens``; see `raw_llamacpp`):
+
+- ``raw_tokens_per_s`` / ``raw_ratio`` (target ≥ 0.8): chats that start from the
+  engine's first composed prompt and then only append, which llama.cpp's cache serves
+  best. The server's prompts also change where retrieval brings new stories and where
+  the history is trimmed, and its replies may be cut early (post-processing), so this
+  ratio charges the engine for its prompts as well as for serving them.
+- ``raw_composed_tokens_per_s`` / ``raw_composed_ratio``: every turn's prompt composed by
+  the engine for the chat so far, sent straight to xllamacpp with the engine's stop
+  strings: the same prompts, so the ratio is the cost of serving them (HTTP, admission,
+  the prefill line, stream cleaning) alone.
 
     python bench/serve.py [--backend transformers] [--clients 1,4,8,16] [--seconds 30] [--max-tokens 64]
 """
@@ -68,15 +74,25 @@ def baseline(base: str, cards: list, *, requests: int, max_tokens: int) -> tuple
 
 
 def raw_llamacpp(home: Path, cards: list, *, clients: list[int], seconds: float, max_tokens: int,
-                 warm_turns: int) -> dict[int, float]:
+                 warm_turns: int, composed: bool = False) -> dict[int, float]:
     """Aggregate generated tokens/s of xllamacpp driven directly, per parallel-stream count.
 
-    Each stream replays a chat as the server's clients do: its first prompt is the one the
-    engine composes for its card and opener; each later turn appends the reply and the
-    next opener in the chat template, so llama.cpp's prompt cache reads only the new
-    tokens (the best case: no retrieval or trimming changes the prompt). ``warm_turns``
-    turns per stream are not timed; then all streams run for ``seconds`` together, and a
-    turn under way at the deadline finishes and counts (as in `run_clients`).
+    Each stream replays a chat as the server's clients do (the same openers, the same
+    ``max_tokens``, one call per turn, no HTTP, no engine in between):
+
+    - ``composed=False`` (*append*): the first prompt is the one the engine composes for
+      its card and opener; each later turn appends the reply and the next opener in the
+      chat template, so llama.cpp's prompt cache reads only the new tokens — the best
+      case, a chat whose prompt never changes (no new stories, no trims). The ratio
+      against it charges the engine for its prompts and for serving them.
+    - ``composed=True``: every turn's prompt is the one the engine composes for the chat
+      so far (stories, lore, trims, the stage note prefilled) with the engine's stop
+      strings, composed in the stream's thread as the server would; the ratio against it
+      is the engine's serving overhead alone (HTTP, admission, the prefill line, stream
+      cleaning), the prompts being the same.
+
+    ``warm_turns`` turns per stream are not timed; then all streams run for ``seconds``
+    together, and a turn under way at the deadline finishes and counts (as in `run_clients`).
     """
     import threading
 
@@ -89,7 +105,6 @@ def raw_llamacpp(home: Path, cards: list, *, clients: list[int], seconds: float,
     settings = Settings.from_env(home=home, backend="llamacpp")
     llama = get_backend(settings)
     engine = Engine(settings, backend=llama)
-    fields = request_fields(SamplingParams(max_tokens=max_tokens))
     out: dict[int, float] = {}
     for n in clients:
         tokens = [0] * n
@@ -99,14 +114,22 @@ def raw_llamacpp(home: Path, cards: list, *, clients: list[int], seconds: float,
 
         def client(i: int) -> None:
             card = cards[i % len(cards)]
-            first = [m for m in engine.prepare(Turn(card, [], PROMPTS[i % len(PROMPTS)])).messages
-                     if m["role"] != "assistant"]  # the engine's own prefill is not the raw model's
-            messages = list(first)
+            history: list[dict] = []
+            messages = [m for m in engine.prepare(Turn(card, [], PROMPTS[i % len(PROMPTS)])).messages
+                        if m["role"] != "assistant"]  # the engine's own prefill is not the raw model's
             for turn in range(10_000):
                 if turn == warm_turns:
                     gate.wait()
                 if turn >= warm_turns and time.monotonic() >= clock["deadline"]:
                     return
+                text = PROMPTS[(i + turn) % len(PROMPTS)]
+                params = SamplingParams(max_tokens=max_tokens)
+                prefill = ""
+                if composed:
+                    chat = Turn(card, history, text)
+                    prompt = engine.prepare(chat)
+                    messages, prefill = prompt.messages, prompt.prefill or ""
+                    params = engine._stop_params(params, engine._resolve(chat))
                 pieces: list[str] = []
                 counts: list[int] = []
 
@@ -116,11 +139,14 @@ def raw_llamacpp(home: Path, cards: list, *, clients: list[int], seconds: float,
                     return False
 
                 llama.server.handle_completions(
-                    {"prompt": llama.prompt_ids(messages), "stream": True, **fields}, on_chunk)
+                    {"prompt": llama.prompt_ids(messages), "stream": True, **request_fields(params)}, on_chunk)
                 if turn >= warm_turns:
                     tokens[i] += max(counts, default=0)
-                messages += [{"role": "assistant", "content": "".join(pieces)},
-                             {"role": "user", "content": PROMPTS[(i + turn + 1) % len(PROMPTS)]}]
+                reply = prefill + "".join(pieces)
+                history += [{"role": "user", "content": text}, {"role": "assistant", "content": reply}]
+                if not composed:
+                    messages += [{"role": "assistant", "content": reply},
+                                 {"role": "user", "content": PROMPTS[(i + turn + 1) % len(PROMPTS)]}]
 
         threads = [threading.Thread(target=client, args=(i,)) for i in range(n)]
         for t in threads:
@@ -128,7 +154,7 @@ def raw_llamacpp(home: Path, cards: list, *, clients: list[int], seconds: float,
         for t in threads:
             t.join()
         out[n] = round(sum(tokens) / (time.perf_counter() - clock["start"]), 2)
-        log(f"raw xllamacpp, {n} streams: {out[n]} tokens/s")
+        log(f"raw xllamacpp ({'composed' if composed else 'append'}), {n} streams: {out[n]} tokens/s")
     return out
 
 
@@ -197,12 +223,14 @@ def run(name: str, *, clients: list[int], seconds: float, max_tokens: int, basel
     from roleplay.backends.registry import pick_backend
 
     backend = pick_backend(Settings.from_env(home=home, backend=health.get("backend")))
-    if raw and backend == "llamacpp":  # the server is stopped: the CPU is the raw run's
-        raw = raw_llamacpp(home, cards, clients=clients, seconds=seconds, max_tokens=max_tokens,
-                           warm_turns=warm_turns)
-        for r in runs:
-            r["raw_tokens_per_s"] = raw[r["clients"]]
-            r["raw_ratio"] = round(r["tokens_per_s"] / raw[r["clients"]], 2) if raw[r["clients"]] else None
+    if raw and backend == "llamacpp":  # the server is stopped: the CPU is the raw runs'
+        for key, composed in (("raw", False), ("raw_composed", True)):
+            figures = raw_llamacpp(home, cards, clients=clients, seconds=seconds, max_tokens=max_tokens,
+                                   warm_turns=warm_turns, composed=composed)
+            for r in runs:
+                r[f"{key}_tokens_per_s"] = figures[r["clients"]]
+                r[f"{key}_ratio"] = round(r["tokens_per_s"] / figures[r["clients"]], 2) \
+                    if figures[r["clients"]] else None
 
     def ratio(a: float | None, b: float | None) -> float | None:
         return round(a / b, 2) if a and b else None
