@@ -170,10 +170,10 @@ def pick(shown: list[tuple[str, str]], evt: gr.SelectData) -> str | None:
     """The card id of the clicked portrait. ``shown`` is ``(id, caption)`` in gallery order.
 
     subtle: the page's gallery and this State can disagree for a moment: a page opens with
-    the gallery as built at start-up and its load event then refreshes both, so a click
-    made meanwhile (or queued behind the refresh) carries an index into the old list.
-    The clicked item's caption says which card the user saw, so it decides; the index
-    only breaks ties between equal captions.
+    the gallery as built at start-up and its load event then refreshes both; while that
+    refresh is in flight the State may already be new and the page's list still old. The
+    click carries the page's index and caption, so the caption says which card the user
+    saw and decides; the index only breaks ties between equal captions.
     """
     index = evt.index if isinstance(evt.index, int) else None
     value = evt.value if isinstance(evt.value, dict) else {}
@@ -183,9 +183,14 @@ def pick(shown: list[tuple[str, str]], evt: gr.SelectData) -> str | None:
     return next((card_id for card_id, text in shown if text == caption), None)
 
 
+def shown_cards(items: list[tuple[Any, str]], ids: list[str]) -> list[tuple[str, str]]:
+    """The ``(id, caption)`` pairs `pick` maps a gallery click with."""
+    return list(zip(ids, (caption for _img, caption in items)))
+
+
 def refresh_cards(engine: "Engine"):
     new_items, new_ids, _errors = cards_view.gallery_items(engine.settings)
-    return new_items, gr.update(choices=new_ids), list(zip(new_ids, (c for _img, c in new_items)))
+    return new_items, gr.update(choices=new_ids), shown_cards(new_items, new_ids)
 
 
 def opening_character(engine: "Engine", ids: list[str]) -> str | None:
@@ -432,8 +437,7 @@ def _layout(engine: "Engine") -> ChatUI:
             gallery = gr.Gallery(value=items, label="Characters", columns=2, height=300, allow_preview=False,
                                  object_fit="cover", elem_id="chat-gallery", interactive=False)
             char_id = gr.Dropdown(choices=ids, value=None, label="Character", elem_id="chat-character")
-            # (id, caption) in the gallery's order, for mapping a click to a card
-            card_ids = gr.State(list(zip(ids, (c for _img, c in items))))
+            card_ids = gr.State(shown_cards(items, ids))  # the gallery's order, for mapping a click
             if load_errors:
                 gr.Markdown("Cards that failed to load:\n" + "\n".join(f"- {html.inline(e, limit=300)}"
                                                                           for e in load_errors))
