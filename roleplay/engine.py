@@ -36,7 +36,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -549,15 +549,28 @@ class Engine:
     @staticmethod
     def _fit_reply(params: "SamplingParams", prompt: ComposedPrompt, backend: "Backend") -> "SamplingParams":
         """``params`` with ``max_tokens`` lowered to what the model's context leaves after
-        the prompt (the reply then ends with ``finish_reason`` "length"), as the API does."""
+        the prompt (the reply then ends with ``finish_reason`` "length").
+
+        The one place the room for a reply is counted (on the exact prompt ids); the API
+        reports a lowered ``max_tokens`` from here (`Engine.stream`'s ``on_params``).
+
+        Raises:
+            ContextOverflow: the prompt alone fills the context.
+        """
+        from .errors import ContextOverflow
+
         context = getattr(backend, "context_length", None)
         ids = getattr(backend, "prompt_ids", None)
         if not isinstance(context, int) or not callable(ids):
-            return params
-        room = context - len(ids(prompt.messages))
-        if 0 < room < params.max_tokens:
+            return params  # the backend (a remote server) counts for itself
+        used = len(ids(prompt.messages))
+        room = context - used
+        if room < 1:
+            raise ContextOverflow(f"the prompt ({used} tokens) leaves no room for a reply in the model's context "
+                                  f"of {context} tokens; send a shorter conversation or message")
+        if room < params.max_tokens:
             return params.model_copy(update={"max_tokens": room})
-        return params  # no room at all: the backend says so
+        return params
 
     def _stop_params(self, params: "SamplingParams | None", turn: Turn) -> "SamplingParams":
         """``params`` plus stop strings where another speaker's line would begin."""
@@ -574,18 +587,25 @@ class Engine:
                         stops.append(s)
         return params.model_copy(update={"stop": stops})
 
-    def stream(self, turn: Turn, params: "SamplingParams | None" = None, *,
-               priority: int = 0) -> Iterator[str | Reply]:
+    def stream(self, turn: Turn, params: "SamplingParams | None" = None, *, priority: int = 0,
+               on_params: Callable[["SamplingParams"], None] | None = None) -> Iterator[str | Reply]:
         """Yield the reply's post-processed text chunks, then one final `Reply`.
 
         The first chunk is the prefilled stage note (in ``prefill`` mode); a continuation
         yields only the new text. Stop iterating early to cancel generation.
+        ``on_params`` is called, before the first item, with the sampling parameters the
+        backend really gets (``max_tokens`` fitted to the context, stop strings added).
+
+        Raises:
+            ContextOverflow: the prompt alone fills the model's context.
         """
         total = time.perf_counter()
         backend = self.backend  # loaded first so budgets count with the model's tokenizer
         turn = self._resolve(turn)
         prompt, timings = self._prepare(turn)
         params = self._fit_reply(self._stop_params(params, turn), prompt, backend)
+        if on_params is not None:
+            on_params(params)
         card = turn.card
         if turn.mode == "impersonate":  # the user's line: cleaned as the user's, not the card's
             speaker = card.model_copy(update={"name": turn.user_name})

@@ -39,6 +39,10 @@ class ConfigError(RoleplayError):
     """A setting, option or command-line argument is invalid."""
 
 
+class ContextOverflow(ConfigError):
+    """The prompt alone fills the model's context: no room is left for a reply."""
+
+
 class StoreError(RoleplayError):
     """The vector store (Chroma) or the sessions database cannot be used."""
 

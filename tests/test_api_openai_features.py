@@ -1,6 +1,7 @@
 """OpenAI API features through the official ``openai`` client: n, continue, exact finish
-reasons, top_p 0, logit_bias, logprobs, penalties, max_tokens clamping, names and memory
-users, text completions, request ids and the access log, ``<think>`` separation.
+reasons, top_p 0, logit_bias, logprobs, penalties, max_tokens clamping (and the 400 of a
+prompt that fills the context), names and memory users, text completions, request ids and
+the access log, ``<think>`` separation.
 
 Real parts: the SmolLM2 backend, Chroma, uvicorn, the ``openai`` client. One test uses a
 stand-in backend (`thinking_backend`, named so) because SmolLM2 never writes ``<think>``.
@@ -107,25 +108,33 @@ def test_penalties_are_validated_and_used(client):
     assert info.value.param == "presence_penalty"
 
 
-def test_max_tokens_above_the_context_is_clamped(api):
-    url, _engine = api
+def test_max_tokens_above_the_context_is_clamped_to_the_exact_room(api, monkeypatch):
+    url, engine = api
+    composed = []
+    real = engine._prepare
+    monkeypatch.setattr(engine, "_prepare", lambda turn: composed.append(1) or real(turn))
     r = httpx.post(url + "/v1/chat/completions", headers={"Authorization": f"Bearer {API_KEY}"}, timeout=600,
                    json={"model": SHERLOCK, "max_tokens": 1_000_000, "temperature": 0, "stop": [" ", "e", "a", "o"],
                          "messages": [{"role": "user", "content": "Hello?"}]})
     assert r.status_code == 200, r.text
     used = int(r.headers["x-roleplay-max-tokens"])
-    assert 0 < used < 8192
-    assert r.json()["usage"]["max_tokens_clamped_to"] == used
+    usage = r.json()["usage"]
+    assert usage["max_tokens_clamped_to"] == used
+    # counted on the prompt the turn really sent, not estimated: prompt + reply fill the context
+    assert used + usage["prompt_tokens"] == engine.backend.context_length
+    assert len(composed) == 1  # the turn is composed once (no second composition to count it)
 
 
-def test_clamp_arithmetic():
-    from roleplay.server.turns import RequestShapeError, clamp_max_tokens
+def test_a_prompt_that_fills_the_context_is_a_400_naming_the_messages(client, api):
+    import openai
 
-    assert clamp_max_tokens(100, context_length=8192, reserve=2000) == (100, False)
-    assert clamp_max_tokens(10_000, context_length=8192, reserve=2000) == (6192, True)
-    assert clamp_max_tokens(None, context_length=None, reserve=2000) == (200, False)
-    with pytest.raises(RequestShapeError, match="no room"):
-        clamp_max_tokens(10, context_length=1000, reserve=1200)
+    _url, engine = api
+    words = engine.backend.context_length  # a word is at least one token: the message alone overflows
+    with pytest.raises(openai.BadRequestError) as info:
+        ask(client, text="Holmes, listen: " + "fog " * words)
+    assert info.value.code == "context_length_exceeded" and info.value.param == "messages"
+    assert "no room for a reply" in str(info.value)
+    assert ask(client).choices[0].message.content is not None  # the server serves the next request
 
 
 def test_names_and_memory_users(client, api):

@@ -18,8 +18,8 @@ Trade-offs:
 - ``max_tokens`` larger than the context allows is lowered, not refused (servers such as
   vLLM refuse; SillyTavern users set large values and expect a reply): the response says
   so in ``usage.max_tokens_clamped_to`` and the ``X-Roleplay-Max-Tokens`` header. The
-  room is first checked against an upper estimate of the prompt (its budgets); only when
-  that does not fit is the prompt composed once more to count it exactly.
+  engine counts the room on the exact prompt ids of the turn it composes (once per
+  choice; no second composition for an estimate) and reports what it used.
 - Log-probabilities in a stream arrive whole in the chunk that carries ``finish_reason``
   (the engine's post-processing works on text, not tokens).
 - A client that disconnects mid-stream cancels its generation at the next chunk.
@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable
 
 from fastapi import FastAPI, Request  # light (starlette + pydantic); annotations need them at module level
 
-from ..errors import BackendError, CardError, ConfigError, RoleplayError
+from ..errors import BackendError, CardError, ConfigError, ContextOverflow, RoleplayError
 from .bridge import END, Items, StreamBridge, merged
 from .middleware import AccessLogMiddleware, BodyLimitMiddleware, show_access_log
 from .reasoning import ThinkSplitter, split_think
@@ -43,7 +43,7 @@ from .schemas import (CUSTOM_MODEL, ChatCompletionRequest, CompletionRequest, Sa
                       completion_body, error_body, logprobs_body, message_body, model_entry,
                       new_request_id, text_completion_body, text_logprobs_body, usage_body)
 from .raw import complete as raw_complete, raw_model_id
-from .turns import RequestShapeError, build_turn, clamp_max_tokens, dropped_context, prompt_reserve
+from .turns import DEFAULT_MAX_TOKENS, MAX_TOKENS_CEILING, build_turn, dropped_context
 
 if TYPE_CHECKING:
     from ..engine import Engine, Turn
@@ -149,15 +149,17 @@ def create_app(engine: "Engine", *, api_keys: Iterable[str] | None = None,
         return model_entry(card.id, name=card.name, tags=card.tags, context_length=context_length())
 
     async def start(body: SamplingFields, turn: "Turn") -> tuple[list[Items], list[Any], Any]:
-        """Submit the request's ``n`` turns; returns their queues, cancels and the params used."""
-        params, clamped_from = await asyncio.to_thread(lambda: _sampling_params(engine, body=body, turn=turn))
+        """Submit the request's ``n`` turns; returns their queues, cancels and the ``max_tokens``
+        used when it is lower than the request's (else None)."""
+        params = await asyncio.to_thread(lambda: _sampling_params(engine, body=body))
         per_choice = [params if params.seed is None else params.model_copy(update={"seed": params.seed + i})
                       for i in range(body.n)]
+        used: list[Any] = []  # what the engine really sent (max_tokens fitted to the context)
         queues, cancels = [], []
         for i, p in enumerate(per_choice):
             # the first choice's reply feeds the user's memory (once per request)
-            out, cancel = queue.submit(lambda p=p, i=i: _remembering(engine, turn, engine.stream(turn, p))
-                                       if i == 0 else engine.stream(turn, p))
+            out, cancel = queue.submit(lambda p=p, i=i: _remembering(engine, turn, engine.stream(
+                turn, p, on_params=used.append)) if i == 0 else engine.stream(turn, p))
             queues.append(out)
             cancels.append(cancel)
         items = []
@@ -168,7 +170,10 @@ def create_app(engine: "Engine", *, api_keys: Iterable[str] | None = None,
                     c.set()
                 raise _as_api_error(first)
             items.append(Items(first, out))
-        return items, cancels, (params, clamped_from)
+        # subtle: the first choice called on_params before queueing its first item
+        fitted = used[0].max_tokens if used else params.max_tokens
+        wanted = body.requested_max_tokens() or DEFAULT_MAX_TOKENS
+        return items, cancels, (fitted if fitted < wanted else None)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
@@ -177,7 +182,7 @@ def create_app(engine: "Engine", *, api_keys: Iterable[str] | None = None,
             from ..backends.base import SamplingParams
 
             try:
-                params = SamplingParams(**body.sampling(), max_tokens=body.requested_max_tokens() or 200)
+                params = SamplingParams(**body.sampling(), max_tokens=body.requested_max_tokens() or DEFAULT_MAX_TOKENS)
                 return await raw_complete(engine, queue, body, params, cid=_request_id(request))
             except (ValueError, ConfigError) as exc:
                 raise APIError(400, str(exc).splitlines()[0], param="messages", code="invalid_value") from None
@@ -193,11 +198,10 @@ def create_app(engine: "Engine", *, api_keys: Iterable[str] | None = None,
         headers = {}
         if card is not None and (dropped := dropped_context(body)):
             headers["X-Roleplay-Dropped-Messages"] = str(dropped)
-        items, cancels, (params, clamped_from) = await start(body, turn)
-        if clamped_from is not None:
-            headers["X-Roleplay-Max-Tokens"] = str(params.max_tokens)
+        items, cancels, clamp = await start(body, turn)
+        if clamp is not None:
+            headers["X-Roleplay-Max-Tokens"] = str(clamp)
         cid = _request_id(request)
-        clamp = params.max_tokens if clamped_from is not None else None
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -218,7 +222,7 @@ def create_app(engine: "Engine", *, api_keys: Iterable[str] | None = None,
             raise APIError(400, f"{body.model} needs the client's chat messages; use /v1/chat/completions",
                            param="model", code="invalid_value")
         turn = Turn(card=card, user_text=body.prompt_text(), memory_user=body.user or None)
-        items, cancels, (params, clamped_from) = await start(body, turn)
+        items, cancels, clamp = await start(body, turn)
         cid = _request_id(request)
         if body.stream:
             echo = body.prompt_text() if body.echo else ""
@@ -228,7 +232,6 @@ def create_app(engine: "Engine", *, api_keys: Iterable[str] | None = None,
         replies = [reply for _chunks, reply in await _collect_all(items, cancels)]
         choices = [{"text": (body.prompt_text() if body.echo else "") + split_think(r.text)[0],
                     "finish_reason": r.finish_reason, "logprobs": text_logprobs_body(r.logprobs)} for r in replies]
-        clamp = params.max_tokens if clamped_from is not None else None
         usage = usage_body(replies[0].prompt_tokens, sum(r.completion_tokens for r in replies), clamped_to=clamp)
         return text_completion_body(cid, body.model, choices, usage=usage)
 
@@ -339,41 +342,23 @@ def _load_card(engine: "Engine", model: str):
                        type="server_error", param="model") from None
 
 
-def _sampling_params(engine: "Engine", *, body: SamplingFields, turn: "Turn") -> tuple[Any, int | None]:
-    """``(SamplingParams, the requested max_tokens if it was lowered else None)``.
-
-    Loads the backend (its tokenizer counts the prompt estimate and it knows the context).
-    """
-    from dataclasses import replace
-
+def _sampling_params(engine: "Engine", *, body: SamplingFields) -> Any:
+    """The request's `SamplingParams`; ``max_tokens`` defaults to 200 and is capped at
+    `MAX_TOKENS_CEILING`. The engine lowers it further to the room the prompt leaves in the
+    model's context (`Engine.stream`'s ``on_params`` reports what it used)."""
     from ..backends.base import SamplingParams
 
-    backend = engine.backend
     # subtle: the engine's retriever and director import their modules lazily; building them
     # here, under the engine's lock, keeps concurrent first turns (``n`` > 1, several
     # clients at start-up) from importing ``roleplay.store`` twice at once (a circular-import
     # race seen as "partially initialized module").
-    engine.retriever, engine.director  # noqa: B018
-    card = turn.card if not isinstance(turn.card, str) else engine.card(turn.card)
-    requested = body.requested_max_tokens()
-    context = getattr(backend, "context_length", None)
-    reserve = prompt_reserve(replace(turn, card=card), settings=engine.settings, count_tokens=backend.count_tokens)
+    engine.backend, engine.retriever, engine.director  # noqa: B018
     try:
-        if context and (requested or 0) + reserve > context:
-            # The upper estimate does not fit: count the prompt the turn will really send.
-            prompt = engine.prepare(turn)
-            ids = getattr(backend, "prompt_ids", None)
-            reserve = len(ids(prompt.messages)) if callable(ids) else backend.count_tokens(
-                backend.render(prompt.messages))
-        max_tokens, lowered = clamp_max_tokens(requested, context_length=context, reserve=reserve)
-    except RequestShapeError as exc:
-        raise APIError(400, str(exc), param=exc.param, code="context_length_exceeded") from None
-    try:
-        params = SamplingParams(**body.sampling(), max_tokens=max_tokens)
+        return SamplingParams(**body.sampling(), max_tokens=min(body.requested_max_tokens() or DEFAULT_MAX_TOKENS,
+                                                                 MAX_TOKENS_CEILING))
     except ConfigError as exc:  # the request fields passed our schema but not the engine's
         field = str(exc).removeprefix("sampling parameter ").split(":")[0]
         raise APIError(400, str(exc), param=field or None, code="invalid_value") from None
-    return params, (requested if lowered else None)
 
 
 async def _collect(out: Items) -> tuple[list[str], Any]:
@@ -480,6 +465,8 @@ def _as_api_error(exc: Exception) -> APIError:
     if isinstance(exc, BackendBusy):
         return APIError(429, str(exc), type="rate_limit_exceeded", code="rate_limit_exceeded",
                         headers={"Retry-After": str(max(1, round(exc.retry_after)))})
+    if isinstance(exc, ContextOverflow):
+        return APIError(400, str(exc), param="messages", code="context_length_exceeded")
     if isinstance(exc, ConfigError):  # a request the engine refuses (too long a message …)
         return APIError(400, str(exc), code="invalid_value")
     if isinstance(exc, RoleplayError):

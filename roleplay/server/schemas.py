@@ -5,7 +5,7 @@ Trade-off: OpenAI clients (the SDK, SillyTavern, Open WebUI) send many optional 
 would break those clients, so requests ignore unknown fields (``extra="ignore"``) while the
 fields we use are validated with OpenAI's own ranges; an out-of-range value is a 400 naming
 the field. ``max_tokens`` has no upper bound here: the server clamps it to what the model's
-context allows and says so (see `roleplay.server.turns.clamp_max_tokens`).
+context allows and says so (see `roleplay.server.app`; the engine counts the room).
 Responses are plain dicts built by helpers here so the wire format lives in one place.
 """
 from __future__ import annotations

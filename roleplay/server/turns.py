@@ -45,6 +45,11 @@ from .schemas import CUSTOM_MODEL, ChatCompletionRequest, ChatMessage
 if TYPE_CHECKING:
     from ..engine import Turn
 
+#: ``max_tokens`` when a request names none (a role-play reply rarely needs more).
+DEFAULT_MAX_TOKENS = 200
+#: The most a request gets whatever it asks; the engine lowers it further to the room the
+#: prompt leaves in the model's context.
+MAX_TOKENS_CEILING = 32768
 #: Client system messages up to this many words count as instructions (kept for ``roleplay/<id>``).
 CLIENT_NOTE_WORDS = 80
 #: Names SillyTavern gives example-dialogue messages.
@@ -220,32 +225,3 @@ def dropped_context(body: ChatCompletionRequest) -> int:
     """How many of the client's system messages ``roleplay/<id>`` leaves out (a response header)."""
     reading = read_messages(body.messages, continue_final=body.continue_final_message)
     return sum(1 for t in reading.context if len(t.split()) > CLIENT_NOTE_WORDS) + len(reading.examples)
-
-
-def clamp_max_tokens(requested: int | None, *, context_length: int | None, reserve: int,
-                     default: int = 200, ceiling: int = 32768) -> tuple[int, bool]:
-    """``(max_tokens to use, whether it was lowered)``: at most what the context leaves after
-    the prompt (``reserve`` tokens, an upper estimate) and at most ``ceiling``.
-
-    Raises:
-        RequestShapeError: the prompt alone fills the context.
-    """
-    wanted = requested if requested is not None else default
-    room = ceiling if not context_length else min(ceiling, context_length - reserve)
-    if room < 1:
-        raise RequestShapeError(f"the prompt (about {reserve} tokens) leaves no room for a reply in the "
-                                f"model's context of {context_length} tokens; send a shorter conversation",
-                                param="messages")
-    return (min(wanted, room), wanted > room)
-
-
-def prompt_reserve(turn: "Turn", *, settings: Any, count_tokens: Any) -> int:
-    """An upper estimate of the prompt's tokens: the card's fixed text, the budgeted parts
-    (stories, lore, memories, history, summary — the composer never exceeds them), the new
-    message, the partial text and the trailing instructions, plus template overhead."""
-    card = turn.card
-    assert isinstance(card, Character)
-    fixed = "\n".join([card.persona, card.scenario, card.system_prompt, card.post_history_instructions,
-                       turn.user_text, turn.partial, *turn.instructions])
-    b = settings.budgets
-    return count_tokens(fixed) + b.stories + b.lorebook + b.memories + b.history + b.summary + 256
