@@ -31,16 +31,59 @@ def test_reply_streams_in_several_chunks(backend):
     assert backend.last_usage["completion_tokens"] > 0
 
 
-def test_output_equals_raw_generate_on_same_ids(backend):
+#: A prompt past the repetition penalty's 64-token window, full of words a reply would use.
+LONG_CHAT = [
+    {"role": "system", "content": "You are Sherlock Holmes, the detective. Stay in character. You live at 221B "
+                                  "Baker Street with Doctor Watson; you play the violin, smoke a pipe, read the "
+                                  "agony columns, and solve the cases Scotland Yard cannot. Today you are working "
+                                  "on the case of a stolen letter, a missing clerk and a dog that did not bark."},
+    {"role": "user", "content": "Good morning, Holmes. What are you working on today?"},
+]
+
+
+def windowed_penalty(penalty):
+    """The reference rule, written with transformers' own processor: llama.cpp's, the
+    penalty over the last 64 tokens (prompt end and reply) only."""
+    import torch
+    from transformers import RepetitionPenaltyLogitsProcessor
+
+    inner = RepetitionPenaltyLogitsProcessor(penalty)
+
+    def apply(input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        return inner(input_ids[:, -64:], scores)
+    return apply
+
+
+@pytest.mark.parametrize(("messages", "penalty"), [(CHAT, 1.1), (LONG_CHAT, 2.0)], ids=["short", "past-the-window"])
+def test_output_equals_raw_generate_on_same_ids(backend, messages, penalty):
+    import torch
+    from transformers import LogitsProcessorList
+
+    ids = backend.prompt_ids(messages)
+
+    def raw(**rule):
+        with torch.inference_mode():
+            out = backend.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                         max_new_tokens=20, do_sample=False, pad_token_id=backend.pad_id, **rule)
+        return backend.tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)
+
+    expected = raw(logits_processor=LogitsProcessorList([windowed_penalty(penalty)]))
+    assert backend.generate(messages, GREEDY.model_copy(update={"repetition_penalty": penalty})) == expected
+    if len(ids) > 64:  # the window decides here: generate's own rule (the whole prompt) differs
+        assert raw(repetition_penalty=penalty) != expected
+
+
+def test_repetition_penalty_reads_only_the_last_64_tokens(backend):
+    """As llama.cpp does (``repeat_last_n`` 64): a role-play prompt's persona and retrieved
+    lines are not penalised, the end of the prompt and the reply are."""
     import torch
 
-    ids = backend.prompt_ids(CHAT)
-    with torch.inference_mode():
-        raw = backend.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                                     max_new_tokens=20, do_sample=False, repetition_penalty=1.1,
-                                     pad_token_id=backend.pad_id)
-    expected = backend.tokenizer.decode(raw[0, len(ids):], skip_special_tokens=True)
-    assert backend.generate(CHAT, GREEDY) == expected
+    processors = backend._processors(SamplingParams(repetition_penalty=2.0, temperature=0))
+    seen = torch.tensor([[5] * 10 + [7] * 64])  # token 5 only before the window
+    scores = processors(seen, torch.ones(1, backend.vocab_size))
+    assert float(scores[0, 5]) == 1.0 and float(scores[0, 7]) == 0.5 and float(scores[0, 9]) == 1.0
+    long_ids = backend.prompt_ids(LONG_CHAT)
+    assert len(long_ids) > 64  # the equality test above really crosses the window
 
 
 def test_prefill_is_continued_and_not_repeated(backend):

@@ -45,6 +45,15 @@ from ..errors import BackendError, ConfigError, invalid
 ROLES = ("system", "user", "assistant")
 
 
+#: Tokens the repetition penalty looks back over (the end of the prompt and the reply so
+#: far): llama.cpp's ``repeat_last_n`` default, used by both local backends so that the same
+#: settings mean the same thing on them. Over a whole role-play prompt (persona and the
+#: character's own retrieved lines, 2,000+ tokens) a penalty would push the model away from
+#: the very words that keep it in voice. vLLM and OpenAI-compatible servers apply their own
+#: rule (vLLM: every prompt and reply token).
+REPETITION_WINDOW = 64
+
+
 class SamplingParams(BaseModel):
     """How to sample one reply. ``temperature=0`` is greedy decoding; ``top_k=0`` is off.
 

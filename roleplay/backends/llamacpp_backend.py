@@ -65,7 +65,7 @@ from typing import Any
 
 from ..config import Settings
 from ..errors import BackendError, ConfigError
-from .base import Admission, Backend, BackendBusy, Piece, Priority, SamplingParams, TokenLogprob
+from .base import REPETITION_WINDOW, Admission, Backend, BackendBusy, Piece, Priority, SamplingParams, TokenLogprob
 from .chat import TokenizedPrompts
 from .gguf import DEFAULT_MODEL_NAME, converted_folder, default_gguf, fast_gguf
 from .grammar import with_layout
@@ -103,6 +103,7 @@ def request_fields(params: SamplingParams) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "max_tokens": params.max_tokens, "temperature": params.temperature, "top_p": params.top_p,
         "top_k": params.top_k, "min_p": params.min_p, "repeat_penalty": params.repetition_penalty,
+        "repeat_last_n": REPETITION_WINDOW,
         "presence_penalty": params.presence_penalty, "frequency_penalty": params.frequency_penalty,
         # subtle: llama.cpp seeds are 32-bit and 0xFFFFFFFF means "random"
         "seed": -1 if params.seed is None else params.seed % 0xFFFFFFFF,

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import BackendError
-from .base import BackendBusy, Piece, Priority, SamplingParams, TokenLogprob
+from .base import REPETITION_WINDOW, BackendBusy, Piece, Priority, SamplingParams, TokenLogprob
 
 log = logging.getLogger(__name__)
 
@@ -437,7 +437,7 @@ class _Sampler:
             logits[0, ids] -= params.presence_penalty + params.frequency_penalty * counts.to(logits.dtype)
         if self.grammar is not None:
             logits = self.grammar.mask(logits)
-        seen = torch.tensor([prompt + new], device=logits.device)
+        seen = torch.tensor([(prompt + new)[-REPETITION_WINDOW:]], device=logits.device)  # all the penalty reads
         scores = self.processors(seen, logits)
         if params.greedy:
             tok = int(scores.argmax(dim=-1))

@@ -35,7 +35,7 @@ from typing import Any
 
 from ..config import Settings
 from ..errors import BackendError, ConfigError
-from .base import Admission, Backend, Generation, Piece, Priority, SamplingParams
+from .base import REPETITION_WINDOW, Admission, Backend, Generation, Piece, Priority, SamplingParams
 from .chat import TokenizedPrompts
 from .gguf import DEFAULT_MODEL_NAME, resolve_model
 from .scheduler import Limits, Scheduler
@@ -231,7 +231,8 @@ class TransformersBackend(TokenizedPrompts, Backend):
 
         procs = LogitsProcessorList()
         if params.repetition_penalty != 1.0:
-            procs.append(RepetitionPenaltyLogitsProcessor(params.repetition_penalty))
+            procs.append(_RecentTokens(RepetitionPenaltyLogitsProcessor(params.repetition_penalty),
+                                       REPETITION_WINDOW))
         if not params.greedy:
             if params.temperature != 1.0:
                 procs.append(TemperatureLogitsWarper(params.temperature))
@@ -290,14 +291,15 @@ class TransformersBackend(TokenizedPrompts, Backend):
             criteria.append(_Cancelled(cancel))
         if params.stop:
             criteria.append(_StopStrings(self.tokenizer, params.stop, prompt_len))
+        # our processors, in our order (the scheduler's too), instead of generate's own
+        # (whose repetition penalty looks at every prompt token)
         kwargs: dict[str, Any] = {"max_new_tokens": params.max_tokens, "pad_token_id": self.pad_id,
-                                  "eos_token_id": self.eos_ids,
-                                  "repetition_penalty": params.repetition_penalty}
+                                  "eos_token_id": self.eos_ids, "logits_processor": self._processors(params),
+                                  "repetition_penalty": 1.0}
         if params.greedy:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        else:
-            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p,
-                          top_k=params.top_k, min_p=params.min_p or None)
+        else:  # neutral values, not None: None would mean the model's generation_config
+            kwargs.update(do_sample=True, temperature=1.0, top_p=1.0, top_k=0, min_p=None)
         if params.seed is not None:
             torch.manual_seed(params.seed)
         with torch.inference_mode():
@@ -313,6 +315,17 @@ class TransformersBackend(TokenizedPrompts, Backend):
         self.clear_kv_cache()
         if self.scheduler is not None:
             self.scheduler.close()
+
+
+class _RecentTokens:
+    """A logits processor that sees only the last ``window`` tokens of ``input_ids``."""
+
+    def __init__(self, processor: Any, window: int) -> None:
+        self.processor = processor
+        self.window = window
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        return self.processor(input_ids[:, -self.window:], scores)
 
 
 class _Cancelled:
