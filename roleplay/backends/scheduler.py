@@ -437,7 +437,8 @@ class _Sampler:
             logits[0, ids] -= params.presence_penalty + params.frequency_penalty * counts.to(logits.dtype)
         if self.grammar is not None:
             logits = self.grammar.mask(logits)
-        seen = torch.tensor([(prompt + new)[-REPETITION_WINDOW:]], device=logits.device)  # all the penalty reads
+        # all the penalty reads; the slice first, so a step does not copy the whole prompt
+        seen = torch.tensor([(prompt[-REPETITION_WINDOW:] + new)[-REPETITION_WINDOW:]], device=logits.device)
         scores = self.processors(seen, logits)
         if params.greedy:
             tok = int(scores.argmax(dim=-1))
