@@ -44,6 +44,7 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 DATA = REPO / "tests" / "data" / "retrieval"
 FOLLOW = {"en": "Tell me more about that.", "zh": "再多说说这件事。"}
 REPLY = {"en": "(nods slowly) Go on.", "zh": "（点点头）你接着说。"}
+KV_SHIFT = 32  # llama.cpp's n_cache_reuse as the llamacpp backend sets it
 POLICIES = {"plain": {"story_reuse": 0.0}, "rebuild": {"story_anchor": 0.0}, "default": {},
             "anchor_0.25": {"story_anchor": 0.25}, "anchor_0.6": {"story_anchor": 0.6}}
 
@@ -85,6 +86,7 @@ def main() -> None:
         os.environ["ROLEPLAY_HOME"] = home
         from roleplay.backends import get_backend
         from roleplay.backends.kv import common_prefix
+        from roleplay.backends.prefill import reused_with_shift
         from roleplay.config import Settings
         from roleplay.engine import Engine, EngineOptions
 
@@ -108,6 +110,7 @@ def main() -> None:
                     t["top"] = top
                 for prev, cur in zip(turns, turns[1:]):
                     cur["read"] = len(cur["ids"]) - common_prefix(prev["ids"], cur["ids"])
+                    cur["read_shift"] = len(cur["ids"]) - reused_with_shift(prev["ids"], cur["ids"], KV_SHIFT)
                     cur["rebuilt"] = cur["block"] != prev["block"]
                 turns_all += turns[1:]  # a chat's first turn reads its whole prompt under every policy
             runs[name] = turns_all
@@ -127,7 +130,9 @@ def main() -> None:
                 "expected_follow": share(follow, lambda t: bool(t["expect"] & t["shown"])),
                 "fresh_top1": share(turns, lambda t: t["top"] is None or t["top"] in t["shown_ids"]),
                 "read_per_turn": round(read, 1), "read_p95": sorted(t["read"] for t in turns)[int(0.95 * (len(turns) - 1))],
-                "read_ratio": round(read / base, 3), "block_rebuilds": sum(t["rebuilt"] for t in turns),
+                "read_ratio": round(read / base, 3),
+                "read_shift_per_turn": round(statistics.mean(t["read_shift"] for t in turns), 1),
+                "read_shift_p95": sorted(t["read_shift"] for t in turns)[int(0.95 * (len(turns) - 1))], "block_rebuilds": sum(t["rebuilt"] for t in turns),
                 "prompt_tokens_mean": round(statistics.mean(len(t["ids"]) for t in turns), 1)}
         print(json.dumps(out, ensure_ascii=False), flush=True)
 

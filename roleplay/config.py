@@ -52,6 +52,10 @@ class Settings(BaseModel):
     device: str = "auto"
     #: Memory for kept KV caches of recent prompts (transformers backend), in MiB; 0 = off.
     kv_cache_mb: int = Field(1024, ge=0)
+    #: llamacpp backend: the shortest run of cached prompt tokens llama.cpp moves to a new
+    #: position instead of reading it again, when the prompt dropped tokens before it
+    #: (a history trim, a story block leaving); 0 = off (docs/backends.md, "KV shifting").
+    kv_shift: int = Field(32, ge=0)
     #: Concurrency limits of the backend (docs/backends.md, "Concurrency"): rows decoded
     #: together, requests waiting before new ones get `BackendBusy` (HTTP 429), prompt +
     #: reply tokens in flight (memory), prompt tokens read per scheduler step.
@@ -91,7 +95,8 @@ class Settings(BaseModel):
                          ("device", "ROLEPLAY_DEVICE"),
                          ("openai_base_url", "ROLEPLAY_OPENAI_BASE_URL"),
                          ("openai_api_key", "ROLEPLAY_OPENAI_API_KEY"),
-                         ("kv_cache_mb", "ROLEPLAY_KV_CACHE_MB"), ("max_batch", "ROLEPLAY_MAX_BATCH"),
+                         ("kv_cache_mb", "ROLEPLAY_KV_CACHE_MB"), ("kv_shift", "ROLEPLAY_KV_SHIFT"),
+                         ("max_batch", "ROLEPLAY_MAX_BATCH"),
                          ("max_waiting", "ROLEPLAY_MAX_WAITING"),
                          ("max_tokens_in_flight", "ROLEPLAY_MAX_TOKENS_IN_FLIGHT"),
                          ("prefill_chunk", "ROLEPLAY_PREFILL_CHUNK"),

@@ -106,8 +106,9 @@ class EngineOptions(BaseModel):
     #: moves on, the new best stories are *anchored*: shown right before the message that
     #: brought them and left there (the prompt before them stays the same), instead of
     #: rebuilding the block after the system message (which makes a prefix cache read
-    #: the whole history again). The block then gets the rest of the budget; only when
-    #: the anchored stories would overflow their share is the block rebuilt. 0: off.
+    #: the whole history again). The block then gets the rest of the budget; when the
+    #: anchored stories would overflow their share, the oldest anchored block gives way;
+    #: only when none is left to give way is the block rebuilt. 0: off (always rebuild).
     story_anchor: float = Field(0.4, ge=0.0, le=1.0)
     #: When the history overflows its budget, drop whole oldest turns down to this share
     #: of the budget at once (1.0: only as many as needed), so the prompt prefix after
@@ -458,7 +459,9 @@ class Engine:
         - *anchor*: otherwise the fresh best story, and other new ones within the margin
           of it, become a new anchored block before the new message, if they fit the
           anchored share (``story_anchor``) left over;
-        - *rebuild*: else the longest start of the old block whose stories are all still
+        - *give way*: if not, the oldest anchored blocks leave until the fresh best fits,
+          and the room they leave goes to the new topic's best stories in order;
+        - *rebuild*: else (no anchored block left to give way) the longest start of the old block whose stories are all still
           candidates (within ``story_reuse`` of the block's budget) is kept, the best new
           stories fill the block, and the anchored blocks are dropped.
         """
@@ -492,20 +495,33 @@ class Engine:
         if options.story_keep_margin is not None and keep_block(present, candidates, options.story_keep_margin):
             return fresh(previous), [(at, fresh(items)) for at, items in anchored]
         if anchor_share and candidates:
-            ids = {_sid(s) for s in present}
-            new = [s for s in candidates if _sid(s) not in ids]
-            room = budget - sum(self._tokens(s) for s in present)
             margin = options.story_keep_margin or 0.0
             best = float(getattr(candidates[0], "score", 0.0))
-            add: list[Any] = []
-            for story in new:
-                if story is not new[0] and float(getattr(story, "score", 0.0)) < best - margin:
+            gave_way = False
+            while True:
+                present = previous + [s for _, items in anchored for s in items]
+                ids = {_sid(s) for s in present}
+                new = [s for s in candidates if _sid(s) not in ids]
+                room = budget - sum(self._tokens(s) for s in present)
+                add: list[Any] = []
+                for story in new:
+                    # after a block gave way, its room goes to the new topic's next best
+                    # stories too (a follow-up then finds more than the one scene)
+                    if (story is not new[0] and not gave_way
+                            and float(getattr(story, "score", 0.0)) < best - margin):
+                        break
+                    if self._tokens(story) <= room:
+                        add.append(story)
+                        room -= self._tokens(story)
+                if add and add[0] is new[0]:
+                    return fresh(previous), [(at, fresh(items)) for at, items in anchored] + [(len(history), add)]
+                if not (anchored and new):
                     break
-                if self._tokens(story) <= room:
-                    add.append(story)
-                    room -= self._tokens(story)
-            if add and add[0] is new[0]:
-                return fresh(previous), [(at, fresh(items)) for at, items in anchored] + [(len(history), add)]
+                # the oldest anchored block gives way: dropping it is cheap for a cache that
+                # moves what follows (llama.cpp's KV shifting), and for a prefix cache it
+                # re-reads less than rebuilding the block after the system message
+                anchored = anchored[1:]
+                gave_way = True
         kept: list[Any] = []
         used = 0
         for old in previous:

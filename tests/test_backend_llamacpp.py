@@ -257,6 +257,34 @@ def test_prompt_cache_is_reused_across_turns(llama):
             == len(llama.prompt_ids(turn2)) - gen.cached_tokens)
 
 
+def test_a_trimmed_history_is_moved_not_read_again(llama):
+    """KV shifting: when the oldest turns leave the prompt, llama.cpp moves the kept ones'
+    cache up instead of reading them again, and the prefill line predicts it exactly."""
+    from roleplay.backends.prefill import reused_with_shift
+
+    turns = []
+    for n in range(8):
+        turns += [{"role": "user", "content": f"Question {n}: what did you see in room {n} of the old house?"},
+                  {"role": "assistant", "content": f"In room {n} I saw a cold hearth, dust on the sill and "
+                                                   f"a letter addressed to a Mr. Number {n}, unopened."}]
+    # a card-sized system message: llama.cpp gives a request the slot whose cache shares
+    # the longest prefix, if that is at least a tenth of the prompt
+    system = [{"role": "system", "content": HELLO[0]["content"] + " You notice everything: " +
+               ", ".join(f"the {w} of a stranger" for w in ("boots", "cuffs", "hat", "watch chain", "gloves",
+                                                          "walking stick", "tan", "posture", "accent", "pipe"))}]
+    before = system + turns + [{"role": "user", "content": "And then?"}]
+    llama.stream(before, greedy(max_tokens=2)).collect()
+    trimmed = system + turns[6:] + [{"role": "user", "content": "Whose letters were they?"}]  # three turns dropped
+    old_ids, new_ids = llama.prompt_ids(before), llama.prompt_ids(trimmed)
+    prefix = next(i for i, (a, b) in enumerate(zip(old_ids, new_ids)) if a != b)
+    expected = reused_with_shift(old_ids, new_ids, llama.kv_shift)
+    assert llama.kv_shift > 0 and expected > prefix + 100  # the walk finds the kept turns
+    assert llama.prefill.cached(new_ids) == expected
+    gen = llama.stream(trimmed, greedy(max_tokens=2))
+    gen.collect()
+    assert gen.cached_tokens == expected  # read: the few tokens after the last moved run
+
+
 def test_too_long_a_prompt_is_one_clear_error(llama):
     messages = [{"role": "user", "content": "word " * 5000}]
     with pytest.raises(BackendError, match="exceeds"):

@@ -306,3 +306,28 @@ def test_nothing_retrieved_after_a_block_is_no_error(roleplay_home):
     retriever.answers = []
     history = [{"role": "user", "content": "first"}, {"role": "assistant", "content": "(nods) Yes."}]
     assert engine.prepare(Turn("sherlock", history, "second", options=opts)).stories == []
+
+
+def test_a_full_anchored_share_gives_way_oldest_first(roleplay_home):
+    """A new topic that does not fit the anchored share takes the oldest anchored block's
+    place (with the room it leaves, its next best stories too); the block after the system
+    message stays, so only what follows the dropped block changes."""
+    story = stand_in_story
+    retriever = StandInRetriever([])
+    engine = Engine(Settings.from_env(budgets=Budgets(stories=100)), retriever=retriever)
+    opts = EngineOptions(stage_mode="off", story_anchor=0.4)  # block 60 tokens, 40 for anchors
+    retriever.answers = [story("a", 50, 0.9)]
+    first = engine.prepare(Turn("sherlock", [], "first", options=opts))
+    history = [{"role": "user", "content": "first"}, {"role": "assistant", "content": "(nods) Yes."}]
+    retriever.answers = [story("b", 30, 1.0), story("a", 50, 0.1)]  # a new topic: b anchored
+    second = engine.prepare(Turn("sherlock", history, "second", options=opts))
+    assert [(at, [s.id for s in items]) for at, items in second.anchored] == [(2, ["b"])]
+    history += [{"role": "user", "content": "second"}, {"role": "assistant", "content": "(frowns) No."}]
+    # another topic: c does not fit the 20 tokens left, so b gives way; d (well below c's
+    # score, so not anchored on its own merit) takes the rest of b's room
+    retriever.answers = [story("c", 25, 1.0), story("d", 15, 0.5), story("b", 30, 0.2), story("a", 50, 0.1)]
+    third = engine.prepare(Turn("sherlock", history, "third", options=opts))
+    assert [s.id for s in third.stories] == [s.id for s in first.stories] == ["a"]  # not rebuilt
+    assert [(at, [s.id for s in items]) for at, items in third.anchored] == [(4, ["c", "d"])]
+    with_b = [m["content"] for m in second.messages]
+    assert [m["content"] for m in third.messages][:3] == with_b[:3]  # system, block, first exchange

@@ -51,3 +51,36 @@ def test_a_prompt_sent_before_counts_as_cached():
         assert list(reader.pieces()) == []  # 30 new tokens: no pieces
         reader.wait_turn()
         reader.first_token()
+
+
+def test_shift_walk_keeps_runs_after_a_deletion_and_stops_at_an_insertion():
+    from roleplay.backends.prefill import reused_with_shift
+
+    head, dropped, kept, tail = list(range(100)), list(range(1000, 1200)), list(range(2000, 2300)), [5] * 20
+    cached = head + dropped + kept
+    assert reused_with_shift(cached, head + kept + tail, 32) == 400  # the kept run moves up
+    assert reused_with_shift(cached, head + kept + tail, 0) == 100  # off: the common prefix only
+    assert reused_with_shift(cached, head + kept[:31] + tail, 32) == 100  # a run shorter than the minimum is read
+    assert reused_with_shift(cached, head + [7] * 10 + kept, 32) == 100  # an insertion: what follows is read
+    # two deletions: both later runs move, in order
+    a, b = list(range(3000, 3100)), list(range(4000, 4100))
+    assert reused_with_shift(head + dropped + a + dropped[:50] + b, head + a + b + tail, 32) == 300
+
+
+def test_with_shift_a_trimmed_prompt_counts_its_kept_history_as_cached():
+    line = PrefillLine(piece=100, shift=32)
+    system, old_turns, kept_turns = list(range(200)), list(range(1000, 1400)), list(range(2000, 2400))
+    plain = PrefillLine(piece=100)  # llama.cpp without KV shifting
+    for each in (line, plain):
+        with each.reading(system + old_turns + kept_turns) as reader:
+            for _ in reader.pieces():
+                pass
+            reader.wait_turn()
+            reader.first_token()
+    trimmed = system + kept_turns + [9] * 30
+    assert line.cached(trimmed) == 600
+    assert plain.cached(trimmed) == 200  # the common prefix only: the kept turns are read again
+    with line.reading(trimmed) as reader:
+        assert list(reader.pieces()) == []  # 30 new tokens: no pieces that would cut the moved run short
+        reader.wait_turn()
+        reader.first_token()

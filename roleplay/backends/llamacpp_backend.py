@@ -32,6 +32,14 @@ Trade-offs:
   longest prefix, so the next turn of a chat only reads its new tokens
   (``Generation.cached_tokens``); idle slots' caches also spill to host memory up to
   ``settings.kv_cache_mb``.
+- KV shifting (``settings.kv_shift``, llama.cpp's ``n_cache_reuse``): when a prompt drops
+  tokens the slot's cache holds (the history trimmed, an anchored story block leaving
+  with its turn, a lorebook entry no longer triggered), llama.cpp moves each later run
+  of at least that many matching cached tokens to its new position instead of reading
+  it again. A chat's turn after a trim then reads its new tokens, not the whole kept
+  history. The moved tokens keep the attention they computed over what was dropped
+  (what KoboldCpp's context shifting does too), so such a turn's output can differ from
+  a fresh read of the same prompt; ``ROLEPLAY_KV_SHIFT=0`` turns it off.
 - Weights: a GGUF whose weights have no batched CPU kernel (Q4_1, as the default model
   ships) is run from a Q8_0 copy made once (`gguf.fast_gguf`): prompts read ~1.5× faster
   and the weights stay nearly exact.
@@ -145,7 +153,8 @@ class LlamaCppBackend(TokenizedPrompts, Backend):
         self.threads = threads or default_threads()
         self.max_concurrency = self.n_parallel
         self.context_length = N_CTX_PER_SLOT
-        self.prefill = PrefillLine()  # who reads a prompt next (prefill.py)
+        self.kv_shift = settings.kv_shift
+        self.prefill = PrefillLine(shift=self.kv_shift)  # who reads a prompt next (prefill.py)
         # background work (memory, summaries) holds one slot at most: the slots share one
         # CPU, so each background stream in flight slows every user's stream
         self.admission = Admission(self.n_parallel, max_waiting=settings.max_waiting, reserve_user=1,
@@ -167,6 +176,7 @@ class LlamaCppBackend(TokenizedPrompts, Backend):
         # no flash attention: its CPU kernel writes a token 2× slower deep in a prompt (module docstring)
         p.flash_attn_type = xllamacpp.llama_flash_attn_type.LLAMA_FLASH_ATTN_TYPE_DISABLED
         p.cache_ram_mib = settings.kv_cache_mb
+        p.n_cache_reuse = self.kv_shift  # KV shifting (module docstring)
         for cpu in (p.cpuparams, p.cpuparams_batch):
             cpu.n_threads = self.threads
             cpu.poll = 0

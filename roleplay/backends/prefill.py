@@ -8,7 +8,8 @@ two chats that reused all but 29 and 62 tokens waited 27–31 s for their first 
 behind two that re-read 1,014 and 1,432.
 
 `PrefillLine` puts requests in order of how much they have left to read (estimated from
-the prompts sent before: the longest shared prefix, which is how llama.cpp picks a slot)
+the prompts sent before: the longest shared prefix, which is how llama.cpp picks a slot,
+and the runs KV shifting moves, `reused_with_shift`)
 and lets one read at a time; a long read goes in pieces of ``piece`` tokens (llama.cpp
 caches each piece: a request for the prefix with ``max_tokens`` 0), so a short read that
 arrives meanwhile waits for one piece at most. Decoding slots are not held up: their
@@ -25,11 +26,36 @@ from contextlib import contextmanager
 PIECE = 256
 
 
+def reused_with_shift(cached: Sequence[int], prompt: Sequence[int], min_chunk: int) -> int:
+    """Tokens at the start of ``prompt`` a cache holding ``cached`` serves when runs of at
+    least ``min_chunk`` matching tokens may be moved to new positions (llama.cpp's
+    ``n_cache_reuse``, the same walk): after the common prefix, cached tokens that the
+    prompt dropped are skipped and each later run that matches the prompt's next tokens
+    is kept. An insertion in the prompt ends the walk (what follows it is read anew).
+    ``min_chunk`` 0: the common prefix only."""
+    n_past = 0
+    while n_past < min(len(cached), len(prompt)) and cached[n_past] == prompt[n_past]:
+        n_past += 1
+    if min_chunk <= 0:
+        return n_past
+    head_c = head_p = n_past
+    while head_c < len(cached) and head_p < len(prompt):
+        n = 0
+        while head_c + n < len(cached) and head_p + n < len(prompt) and cached[head_c + n] == prompt[head_p + n]:
+            n += 1
+        if n >= min_chunk:
+            n_past, head_c, head_p = n_past + n, head_c + n, head_p + n
+        else:
+            head_c += 1
+    return n_past
+
+
 class PrefillLine:
     """The order in which requests read their prompts (see the module docstring)."""
 
-    def __init__(self, *, piece: int = PIECE, remember: int = 64) -> None:
+    def __init__(self, *, piece: int = PIECE, remember: int = 64, shift: int = 0) -> None:
         self.piece = piece
+        self.shift = shift  # llama.cpp's n_cache_reuse: moved runs count as cached
         self._recent: deque[tuple[int, ...]] = deque(maxlen=remember)  # prompts sent, newest last
         self._cond = threading.Condition()
         self._left: dict[int, int] = {}  # ticket → tokens still to read
@@ -37,17 +63,22 @@ class PrefillLine:
         self._ticket = 0
 
     def cached(self, ids: Sequence[int]) -> int:
-        """Tokens of ``ids`` that a slot probably holds: the longest prefix shared with a
-        prompt sent before (its reply is not counted, so this errs low)."""
-        best = 0
+        """Tokens of ``ids`` that a slot probably holds. llama.cpp sends a request to the
+        slot whose prompt shares the longest prefix with it; with ``shift``, later runs it
+        can move count too (`reused_with_shift`). Replies are not remembered, so this
+        errs low."""
+        best, best_old = 0, ()
         with self._cond:
             recent = list(self._recent)
-        for old in recent:
+        for old in reversed(recent):  # newest first: on a tie, the latest prompt
             n = min(len(old), len(ids))
             i = 0
             while i < n and old[i] == ids[i]:
                 i += 1
-            best = max(best, i)
+            if i > best:
+                best, best_old = i, old
+        if self.shift and best_old:
+            best = reused_with_shift(best_old, ids, self.shift)
         return best
 
     @contextmanager
