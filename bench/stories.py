@@ -12,7 +12,9 @@ short line (no model: the figures are about the prompt). Per policy and turn:
 - ``read_per_turn``: prompt tokens (the model's tokenizer, chat template applied) after
   the longest prefix shared with the previous turn's prompt — what a prefix cache (vLLM,
   llama.cpp, ours) must read anew; ``read_ratio`` is that ÷ the same figure of plain
-  per-turn retrieval in this run (the baseline); ``block_rebuilds``: turns whose story
+  per-turn retrieval in this run (the baseline); ``read_shift_per_turn``: the same when
+  the cache may also move runs of ≥ ``KV_SHIFT`` tokens after a dropped part (llama.cpp's
+  KV shifting, `prefill.reused_with_shift`); ``block_rebuilds``: turns whose story
   block after the system message changed.
 
 Policies: ``plain`` (``story_reuse=0``: retrieval every turn), ``rebuild``

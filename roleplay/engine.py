@@ -17,12 +17,13 @@ Trade-offs:
   (in memory, LRU) and keeps them while they still serve the new message (the fresh
   best story is among them, or their best scores within ``story_keep_margin``); when the
   topic moves on, the new best stories are *anchored* before the message that brought
-  them (``story_anchor``), so the prompt before them stays cached; only when those
-  overflow their share of the budget is the block rebuilt, keeping its still-relevant
-  start (``story_reuse``). Measured in docs/prompting.md (bench/stories.py): 43 % fewer
-  prompt tokens re-read per turn than rebuilding on each new topic; the expected scene
-  is shown as often with full budgets, 3 points less often on abrupt topic changes with
-  the CPU default's smaller ones. ``cache_friendly`` is the other trade (see the composer).
+  them (``story_anchor``), so the prompt before them stays cached; when those overflow
+  their share of the budget, the oldest anchored block gives way (llama.cpp moves what
+  follows it instead of reading it again); only with no anchored block left is the
+  block rebuilt, keeping its still-relevant start (``story_reuse``). Measured in
+  docs/prompting.md (bench/stories.py): 48 % fewer prompt tokens re-read per turn than
+  rebuilding on each new topic (63 % with KV shifting), the expected scene shown as
+  often (0.824 / 0.724 on new topics / follow-ups against 0.818 / 0.736). ``cache_friendly`` is the other trade (see the composer).
 - Post-processing runs incrementally (`StreamCleaner`); when it sees the model start
   another speaker's line it stops consuming the backend's stream (which cancels the
   generation) — the speaker-line markers are also passed to the backend as stop strings.
