@@ -23,7 +23,8 @@ Trade-offs:
   block rebuilt, keeping its still-relevant start (``story_reuse``). Measured in
   docs/prompting.md (bench/stories.py): 48 % fewer prompt tokens re-read per turn than
   rebuilding on each new topic (63 % with KV shifting), the expected scene shown as
-  often (0.824 / 0.724 on new topics / follow-ups against 0.818 / 0.736). ``cache_friendly`` is the other trade (see the composer).
+  often (0.824 / 0.724 on new topics / follow-ups against 0.818 / 0.736).
+  ``cache_friendly`` is the other trade (see the composer).
 - Post-processing runs incrementally (`StreamCleaner`); when it sees the model start
   another speaker's line it stops consuming the backend's stream (which cancels the
   generation) — the speaker-line markers are also passed to the backend as stop strings.
@@ -462,9 +463,10 @@ class Engine:
           anchored share (``story_anchor``) left over;
         - *give way*: if not, the oldest anchored blocks leave until the fresh best fits,
           and the room they leave goes to the new topic's best stories in order;
-        - *rebuild*: else (no anchored block left to give way) the longest start of the old block whose stories are all still
-          candidates (within ``story_reuse`` of the block's budget) is kept, the best new
-          stories fill the block, and the anchored blocks are dropped.
+        - *rebuild*: else (no anchored block left to give way) the longest start of the
+          old block whose stories are all still candidates (within ``story_reuse`` of the
+          block's budget) is kept, the best new stories fill the block, and the anchored
+          blocks are dropped.
         """
         anchor_share = 0.0 if options.cache_friendly or options.story_reuse <= 0 else options.story_anchor
         block_budget = int(budget * (1.0 - anchor_share))
