@@ -13,8 +13,8 @@ short line (no model: the figures are about the prompt). Per policy and turn:
   the longest prefix shared with the previous turn's prompt — what a prefix cache (vLLM,
   llama.cpp, ours) must read anew; ``read_ratio`` is that ÷ the same figure of plain
   per-turn retrieval in this run (the baseline); ``read_shift_per_turn``: the same when
-  the cache may also move runs of ≥ ``KV_SHIFT`` tokens after a dropped part (llama.cpp's
-  KV shifting, `prefill.reused_with_shift`); ``block_rebuilds``: turns whose story
+  the cache may also move runs of ≥ ``settings.kv_shift`` tokens after a dropped part
+  (llama.cpp's KV shifting, `prefill.reused_with_shift`); ``block_rebuilds``: turns whose story
   block after the system message changed.
 
 Policies: ``plain`` (``story_reuse=0``: retrieval every turn), ``rebuild``
@@ -46,7 +46,6 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 DATA = REPO / "tests" / "data" / "retrieval"
 FOLLOW = {"en": "Tell me more about that.", "zh": "再多说说这件事。"}
 REPLY = {"en": "(nods slowly) Go on.", "zh": "（点点头）你接着说。"}
-KV_SHIFT = 32  # llama.cpp's n_cache_reuse as the llamacpp backend sets it
 POLICIES = {"plain": {"story_reuse": 0.0}, "rebuild": {"story_anchor": 0.0}, "default": {},
             "anchor_0.25": {"story_anchor": 0.25}, "anchor_0.6": {"story_anchor": 0.6}}
 
@@ -112,7 +111,7 @@ def main() -> None:
                     t["top"] = top
                 for prev, cur in zip(turns, turns[1:]):
                     cur["read"] = len(cur["ids"]) - common_prefix(prev["ids"], cur["ids"])
-                    cur["read_shift"] = len(cur["ids"]) - reused_with_shift(prev["ids"], cur["ids"], KV_SHIFT)
+                    cur["read_shift"] = len(cur["ids"]) - reused_with_shift(prev["ids"], cur["ids"], settings.kv_shift)
                     cur["rebuilt"] = cur["block"] != prev["block"]
                 turns_all += turns[1:]  # a chat's first turn reads its whole prompt under every policy
             runs[name] = turns_all
@@ -134,7 +133,8 @@ def main() -> None:
                 "read_per_turn": round(read, 1), "read_p95": sorted(t["read"] for t in turns)[int(0.95 * (len(turns) - 1))],
                 "read_ratio": round(read / base, 3),
                 "read_shift_per_turn": round(statistics.mean(t["read_shift"] for t in turns), 1),
-                "read_shift_p95": sorted(t["read_shift"] for t in turns)[int(0.95 * (len(turns) - 1))], "block_rebuilds": sum(t["rebuilt"] for t in turns),
+                "read_shift_p95": sorted(t["read_shift"] for t in turns)[int(0.95 * (len(turns) - 1))],
+                "block_rebuilds": sum(t["rebuilt"] for t in turns),
                 "prompt_tokens_mean": round(statistics.mean(len(t["ids"]) for t in turns), 1)}
         print(json.dumps(out, ensure_ascii=False), flush=True)
 

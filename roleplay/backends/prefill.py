@@ -71,12 +71,9 @@ class PrefillLine:
         with self._cond:
             recent = list(self._recent)
         for old in reversed(recent):  # newest first: on a tie, the latest prompt
-            n = min(len(old), len(ids))
-            i = 0
-            while i < n and old[i] == ids[i]:
-                i += 1
-            if i > best:
-                best, best_old = i, old
+            shared = reused_with_shift(old, ids, 0)  # the common prefix
+            if shared > best:
+                best, best_old = shared, old
         if self.shift and best_old:
             best = reused_with_shift(best_old, ids, self.shift)
         return best
