@@ -39,6 +39,54 @@ def test_a_short_read_goes_before_the_rest_of_a_long_one():
     assert order == ["long:100", "short:request", "long:200", "long:300", "long:request"]
 
 
+def test_a_long_read_is_not_starved_by_a_stream_of_short_ones():
+    # Each short read arrives while the one before it holds the turn (eight chats taking
+    # turns); shortest-first alone would keep the cold 350-token read waiting for ever.
+    line = PrefillLine(piece=100)
+    order: list[str] = []
+    long_in_line = threading.Event()
+
+    def long_request() -> None:
+        with line.reading(list(range(350))) as reader:
+            long_in_line.set()
+            for prefix in reader.pieces():
+                order.append(f"long:{len(prefix)}")
+            reader.wait_turn()
+            order.append("long:request")
+            reader.first_token()
+
+    def short_request(n: int, in_line: threading.Event, turn: threading.Event, release: threading.Event) -> None:
+        with line.reading([1000 + n] * 40) as reader:
+            in_line.set()
+            reader.wait_turn()
+            order.append(f"short:{n}")
+            turn.set()
+            release.wait(10)
+            reader.first_token()
+
+    holder = line.reading([999] * 40)
+    holding = holder.__enter__()
+    holding.wait_turn()  # a short read holds the turn when the long one arrives
+    threads = [threading.Thread(target=long_request, daemon=True)]  # a hang fails, not blocks, the run
+    threads[0].start()
+    assert long_in_line.wait(5)
+    release_previous = lambda: (holding.first_token(), holder.__exit__(None, None, None))  # noqa: E731
+    for n in range(1, 10):
+        in_line, turn, release = threading.Event(), threading.Event(), threading.Event()
+        threads.append(threading.Thread(target=short_request, args=(n, in_line, turn, release), daemon=True))
+        threads[-1].start()
+        assert in_line.wait(5)
+        release_previous()
+        if n < 9:
+            assert turn.wait(5)  # the next short read arrives while this one holds the turn
+        release_previous = release.set
+    release_previous()
+    for t in threads:
+        t.join(10)
+    # the long read has waited 8 × 40 tokens of shorter reads: it goes before the ninth
+    assert order == [f"short:{n}" for n in range(1, 9)] + ["long:100", "long:200", "long:300", "long:request", "short:9"]
+
+
 def test_a_prompt_sent_before_counts_as_cached():
     line = PrefillLine(piece=100)
     with line.reading(list(range(500))) as reader:

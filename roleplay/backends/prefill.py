@@ -14,6 +14,11 @@ and lets one read at a time; a long read goes in pieces of ``piece`` tokens (lla
 caches each piece: a request for the prefix with ``max_tokens`` 0), so a short read that
 arrives meanwhile waits for one piece at most. Decoding slots are not held up: their
 tokens ride along in every step, as before.
+
+Shortest-first alone starves: with eight chats, short reads keep arriving and a chat's cold
+first turn (~2,000 tokens) waited behind ~25 of them. So a request's place is what it has
+left to read minus what others read while it waited: a read waits behind at most about its
+own length of shorter reads, then goes before newcomers.
 """
 from __future__ import annotations
 
@@ -59,6 +64,7 @@ class PrefillLine:
         self._recent: deque[tuple[int, ...]] = deque(maxlen=remember)  # prompts sent, newest last
         self._cond = threading.Condition()
         self._left: dict[int, int] = {}  # ticket → tokens still to read
+        self._waited: dict[int, int] = {}  # ticket → tokens others read while it was in line
         self._reading: int | None = None  # the ticket whose piece llama.cpp is reading
         self._ticket = 0
 
@@ -86,28 +92,38 @@ class PrefillLine:
             self._ticket += 1
             ticket = self._ticket
             self._left[ticket] = len(ids) - start
+            self._waited[ticket] = 0
         reader = _Reader(self, ticket, list(ids), start)
         try:
             yield reader
         finally:
             with self._cond:
                 self._left.pop(ticket, None)
+                self._waited.pop(ticket, None)
                 if self._reading == ticket:
                     self._reading = None
                 self._recent.append(tuple(ids))
                 self._cond.notify_all()
 
     # -- used by _Reader ------------------------------------------------------------------------
+    def _next(self) -> int:
+        return min(self._left, key=lambda t: (self._left[t] - self._waited[t], t))
+
     def _wait_turn(self, ticket: int) -> None:
         with self._cond:
-            while not (self._reading is None and min(self._left, key=lambda t: (self._left[t], t)) == ticket):
+            while not (self._reading is None and self._next() == ticket):
                 self._cond.wait()
             self._reading = ticket
+            turn = min(self._left[ticket], self.piece)  # what this turn reads: a piece or the rest
+            for other in self._waited:
+                if other != ticket:
+                    self._waited[other] += turn
 
     def _read(self, ticket: int, tokens: int, *, done: bool) -> None:
         with self._cond:
             if done:
                 self._left.pop(ticket, None)
+                self._waited.pop(ticket, None)
             else:
                 self._left[ticket] = max(0, self._left[ticket] - tokens)
             if self._reading == ticket:
