@@ -71,6 +71,7 @@ def encode_chat(tokenizer: Any, messages: list[dict]) -> ChatPrompt:
 #: template piece and a message) can swap flags: ``<|im_start|>`` then comes out as ordinary
 #: text tokens and the prompt is corrupted. Every encode that sets the flag holds this lock.
 _ENCODE_LOCK = threading.Lock()
+_MEMO_LOCK = threading.Lock()
 
 
 def _encode(tokenizer: Any, text: str, *, split: bool) -> list[int]:
@@ -86,9 +87,24 @@ class TokenizedPrompts:
 
     tokenizer: Any
 
+    #: Prompts remembered by `prompt_ids`: the engine counts a turn's prompt (to fit the
+    #: reply in the context) and then the backend encodes it again to send it.
+    REMEMBER = 16
+
     def prompt_ids(self, messages: list[dict]) -> list[int]:
         """Token ids of the rendered prompt (what the backend feeds the model)."""
-        return encode_chat(self.tokenizer, messages).ids
+        check_messages(messages)
+        key = tuple((m["role"], m["content"]) for m in messages)
+        with _MEMO_LOCK:
+            memo: dict = self.__dict__.setdefault("_prompt_ids_memo", {})
+            ids = memo.get(key)
+        if ids is None:
+            ids = tuple(encode_chat(self.tokenizer, messages).ids)
+            with _MEMO_LOCK:
+                if len(memo) >= self.REMEMBER:
+                    memo.pop(next(iter(memo)))  # the oldest (dicts keep insertion order)
+                memo[key] = ids
+        return list(ids)
 
     def render(self, messages: list[dict]) -> str:
         return encode_chat(self.tokenizer, messages).text
