@@ -126,10 +126,8 @@ def raw_llamacpp(home: Path, cards: list, *, clients: list[int], seconds: float,
                 params = SamplingParams(max_tokens=max_tokens)
                 prefill = ""
                 if composed:
-                    chat = Turn(card, history, text)
-                    prompt = engine.prepare(chat)
+                    prompt, params = engine.request(Turn(card, history, text), params)
                     messages, prefill = prompt.messages, prompt.prefill or ""
-                    params = engine._stop_params(params, engine._resolve(chat))
                 pieces: list[str] = []
                 counts: list[int] = []
 

@@ -325,6 +325,19 @@ class Engine:
         """
         return self._prepare(self._resolve(turn))[0]
 
+    def request(self, turn: Turn, params: "SamplingParams | None" = None) -> tuple[ComposedPrompt, "SamplingParams"]:
+        """The prompt and the sampling parameters that ``turn`` sends to the backend (no
+        generation): stop strings added, ``max_tokens`` fitted to the context. Benchmarks
+        use it to send the engine's exact requests to a model directly."""
+        _, prompt, _, params = self._request(turn, params)
+        return prompt, params
+
+    def _request(self, turn: Turn, params: "SamplingParams | None") -> tuple[Turn, ComposedPrompt, dict, "SamplingParams"]:
+        backend = self.backend  # loaded first so budgets count with the model's tokenizer
+        turn = self._resolve(turn)
+        prompt, timings = self._prepare(turn)
+        return turn, prompt, timings, self._fit_reply(self._stop_params(params, turn), prompt, backend)
+
     def _resolve(self, turn: Turn) -> Turn:
         """``turn`` with its card loaded, user name and options defaulted, memories recalled."""
         card = self._card(turn.card)
@@ -619,10 +632,8 @@ class Engine:
             ContextOverflow: the prompt alone fills the model's context.
         """
         total = time.perf_counter()
-        backend = self.backend  # loaded first so budgets count with the model's tokenizer
-        turn = self._resolve(turn)
-        prompt, timings = self._prepare(turn)
-        params = self._fit_reply(self._stop_params(params, turn), prompt, backend)
+        turn, prompt, timings, params = self._request(turn, params)
+        backend = self.backend
         if on_params is not None:
             on_params(params)
         card = turn.card

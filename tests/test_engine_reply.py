@@ -247,7 +247,14 @@ def test_budgets_fit_the_models_context_on_a_long_chinese_chat(backend, roleplay
     assert len(backend.prompt_ids(prompt.messages)) <= backend.context_length - 200
     assert engine.fitted_budgets(Turn(card, history, "另一句话", user_name=card.user_name,
                                       options=EngineOptions())) == fitted  # not per turn
-    reply = engine.reply(Turn(card, history, "师父又被妖怪抓走了，怎么办？"), params)
+    sent, huge = engine.request(Turn(card, history, "师父又被妖怪抓走了，怎么办？"), SamplingParams(max_tokens=4000))
+    assert sent.messages == prompt.messages
+    assert huge.max_tokens == backend.context_length - len(backend.prompt_ids(sent.messages))  # lowered to the room
+    assert f"\n{card.user_name}:" in huge.stop  # where the user's line would begin
+    _, sent_params = engine.request(Turn(card, history, "师父又被妖怪抓走了，怎么办？"), params)
+    seen = []
+    *_, reply = engine.stream(Turn(card, history, "师父又被妖怪抓走了，怎么办？"), params, on_params=seen.append)
+    assert seen == [sent_params]  # what the backend really got
     assert reply.completion_tokens and reply.prompt_tokens + reply.completion_tokens <= backend.context_length
     # a model with room for everything keeps the configured budgets
     roomy = Engine(Settings.from_env(), backend=backend)
