@@ -59,32 +59,56 @@ def test_growing_layer_matches_concatenation_and_appends_in_place():
     plain.crop(-6)
     extra = torch.randn(2, 3, 2, 4)
     assert torch.equal(grow.update(extra, extra)[0], plain.update(extra, extra)[0])
-    index = torch.tensor([1])
-    grow.batch_select_indices(index)
-    plain.batch_select_indices(index)
-    assert torch.equal(grow.keys, plain.keys) and grow.keys.shape[0] == 1
 
 
-def test_stacked_rows_are_left_padded_with_zeros(backend):
+def test_batch_rows_are_right_aligned_over_zero_padding(backend):
     config = backend.model.config
-    rows = [_filled(config, 5, seed=1), _filled(config, 3, seed=2)]
-    batch, width = kv.join_rows(None, 0, [], rows, [5, 3], model_config=config, reserve=8)
+    rows = [_filled(config, 5, seed=1), _filled(config, 3, seed=2), _filled(config, 4, seed=4)]
+    batch = kv.Batch(config)
+    for row, n in zip(rows, (5, 3, 4)):
+        batch.add(row, n, room=8)  # room for rows doubles: 1, 2, 4
     keys = batch.layers[0].keys
-    assert width == 5
-    assert keys.shape[0] == 2 and keys.shape[2] == 5
+    assert batch.width == 5 and batch.rows == 3
+    assert keys.shape[0] == 3 and keys.shape[2] == 5
     assert torch.equal(keys[0], rows[0].layers[0].keys[0])
     assert torch.equal(keys[1, :, 2:], rows[1].layers[0].keys[0])
     assert not keys[1, :, :2].any()  # padding is zero, never uninitialised memory
-    back = kv.extract_row(batch, 1, 2, 5, config)
+    back = kv.extract_row(batch.cache, 1, 2, 5, config)
     assert torch.equal(back.layers[-1].values, rows[1].layers[-1].values)
-    # a longer row joining a running batch: every row is re-aligned to the new width
+    # a longer row joins: the others are padded further on the left, and nothing is copied
+    buffer = batch.layers[0].kbuf.data_ptr()
     longer = _filled(config, 7, seed=3)
-    joined, width = kv.join_rows(batch, 5, [5, 3], [longer], [7], model_config=config, reserve=16)
-    keys = joined.layers[0].keys
-    assert width == 7 and keys.shape[:3] == (3, keys.shape[1], 7)
+    batch.add(longer, 7, room=8)
+    keys = batch.layers[0].keys
+    assert batch.width == 7 and keys.shape[0] == 4 and keys.shape[2] == 7
+    assert batch.layers[0].kbuf.data_ptr() == buffer  # joined within the spare rows and margin
     assert torch.equal(keys[0, :, 2:], rows[0].layers[0].keys[0])
     assert torch.equal(keys[1, :, 4:], rows[1].layers[0].keys[0]) and not keys[1, :, :4].any()
-    assert torch.equal(keys[2], longer.layers[0].keys[0])
+    assert torch.equal(keys[3], longer.layers[0].keys[0])
+    # decoding appends in place
+    layer = batch.layers[0]
+    step = torch.randn(4, layer.keys.shape[1], 1, layer.keys.shape[3])
+    k, _ = layer.update(step, step)
+    assert k.shape[2] == 8 and torch.equal(k[:, :, -1:], step) and layer.kbuf.data_ptr() == buffer
+
+
+def test_batch_rows_leave_by_moving_the_last_row_into_their_place(backend):
+    config = backend.model.config
+    lens = [4, 9, 6, 3]
+    rows = [_filled(config, n, seed=10 + i) for i, n in enumerate(lens)]
+    batch = kv.Batch(config)
+    for row, n in zip(rows, lens):
+        batch.add(row, n, room=4)
+    buffer = batch.layers[0].kbuf.data_ptr()
+    order = batch.keep([0, 2, 3])  # row 1, the longest, leaves
+    assert order == [0, 3, 2]  # the last row moved into its place
+    batch.set_width(max(lens[j] for j in order))
+    assert batch.rows == 3 and batch.width == 6 and batch.layers[0].kbuf.data_ptr() == buffer
+    for layer, source_layers in zip(batch.layers[:2], zip(*[r.layers for r in rows])):
+        for position, j in enumerate(order):
+            assert torch.equal(layer.keys[position, :, 6 - lens[j]:], source_layers[j].keys[0])
+            assert torch.equal(layer.values[position, :, 6 - lens[j]:], source_layers[j].values[0])
+    assert batch.keep([1]) == [1] and batch.rows == 1  # row 1 of the new order stays
 
 
 def test_prefix_store_longest_match_supersedes_and_evicts_by_bytes(backend):

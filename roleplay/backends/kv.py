@@ -1,10 +1,12 @@
 """KV-cache machinery for the transformers backend, tuned for CPU decoding.
 
-Two pieces, measured on SmolLM2-135M on two cores (bench/eval.py, docs/backends.md):
+Three pieces, measured on SmolLM2-135M on two cores (bench/eval.py, docs/backends.md):
 
 - `GrowingLayer`: a cache layer that appends into spare capacity. transformers'
   ``DynamicLayer`` concatenates, copying the whole cache every token; with a batch of 8
   rows of 1,100 tokens that is ~400 MB of copying per step.
+- `Batch`: the scheduler's running batch, rows right-aligned in one buffer with spare rows
+  and margins, so a row joins or leaves by copying that row, not the whole batch.
 - `PrefixStore`: caches of recent prompts (and prompt + reply), least recently used first
   out, within a byte budget. A new prompt starts from the longest stored prefix it shares,
   so a chat's next turn, a judge prompt asked in both orders, or eight prompts of one
@@ -66,14 +68,6 @@ class GrowingLayer(DynamicLayer):
         self.keys, self.values = self._kbuf[:, :, :n + add], self._vbuf[:, :, :n + add]
         return self.keys, self.values
 
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        n = self.get_seq_length()
-        if n and self._owns_views():
-            self._kbuf, self._vbuf = self._kbuf[indices], self._vbuf[indices]  # one copy, capacity kept
-            self.keys, self.values = self._kbuf[:, :, :n], self._vbuf[:, :, :n]
-        else:
-            super().batch_select_indices(indices)
-
     def nbytes(self) -> int:
         if not self.is_initialized or self.keys is None:
             return 0
@@ -102,42 +96,143 @@ def copy_prefix(source: DynamicCache, length: int, config: Any, reserve: int) ->
     return cache
 
 
-def join_rows(batch: DynamicCache | None, width: int, lens: list[int], rows: list[DynamicCache],
-              row_lens: list[int], *, model_config: Any, reserve: int) -> tuple[DynamicCache, int]:
-    """``batch`` (rows right-aligned at ``width``, ``lens`` tokens each) plus single-row caches.
+class BatchLayer(DynamicLayer):
+    """One layer of the running batch (`Batch`): ``keys``/``values`` are the views
+    ``buf[:rows, :, start:end]`` of a buffer with spare rows, a left margin and room on the
+    right, so rows join, leave and the batch grows without copying the batch each time."""
 
-    Returns the joined cache, every row right-aligned at the new width (the longest row),
-    padding zeroed, and that width. One copy of the batch: the cost of joining a running
-    batch (continuous batching) is about one decoding step.
-    """
-    new_width = max([*lens, *row_lens, 1])
-    old = max(lens, default=0)  # the live columns of the old batch: [width - old, width)
-    cache = growing_cache(model_config, reserve)
-    assert cache is not None
-    n_old = len(lens)
-    for i, layer in enumerate(cache.layers):
-        sources = [r.layers[i] for r in rows if r.layers[i].is_initialized]
-        ref = batch.layers[i].keys if batch is not None and n_old else (sources[0].keys if sources else None)
-        if ref is None:
-            continue
-        _, h, _, d = ref.shape
-        cap = max(reserve, new_width) + 64
+    def __init__(self) -> None:
+        super().__init__()
+        self.kbuf: torch.Tensor | None = None
+        self.vbuf: torch.Tensor | None = None
+        self.rows = self.start = self.end = 0
+
+    def view(self) -> None:
+        assert self.kbuf is not None and self.vbuf is not None
+        self.keys = self.kbuf[:self.rows, :, self.start:self.end]
+        self.values = self.vbuf[:self.rows, :, self.start:self.end]
+
+    def resize(self, *, rows: int, margin: int, room: int) -> None:
+        """Move the live rows into a new zeroed buffer of ``rows`` rows, ``margin`` free
+        columns before them and ``room`` after (the one copy, done rarely)."""
+        assert self.kbuf is not None and self.vbuf is not None
+        _, h, _, d = self.kbuf.shape
+        width = self.end - self.start
         # zeros, not empty: masked positions still go through the softmax·V product, and
         # uninitialised memory may hold NaN, which a zero weight does not cancel.
-        kbuf = ref.new_zeros((n_old + len(rows), h, cap, d))
-        vbuf = ref.new_zeros((n_old + len(rows), h, cap, d))
-        if batch is not None and n_old and old:
-            src = batch.layers[i]
-            kbuf[:n_old, :, new_width - old:new_width] = src.keys[:, :, width - old:width]
-            vbuf[:n_old, :, new_width - old:new_width] = src.values[:, :, width - old:width]
-        for j, (row, n) in enumerate(zip(rows, row_lens)):
+        kbuf = self.kbuf.new_zeros((rows, h, margin + width + room, d))
+        vbuf = self.vbuf.new_zeros((rows, h, margin + width + room, d))
+        if self.rows and width:
+            kbuf[:self.rows, :, margin:margin + width] = self.kbuf[:self.rows, :, self.start:self.end]
+            vbuf[:self.rows, :, margin:margin + width] = self.vbuf[:self.rows, :, self.start:self.end]
+        self.kbuf, self.vbuf, self.start, self.end = kbuf, vbuf, margin, margin + width
+        self.view()
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
+               **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self.kbuf is not None and self.vbuf is not None and key_states.shape[0] == self.rows
+        add = key_states.shape[-2]
+        if self.end + add > self.kbuf.shape[2]:
+            self.resize(rows=self.kbuf.shape[0], margin=MARGIN, room=add + ROOM)
+        self.kbuf[:self.rows, :, self.end:self.end + add] = key_states
+        self.vbuf[:self.rows, :, self.end:self.end + add] = value_states
+        self.end += add
+        self.view()
+        return self.keys, self.values
+
+    def nbytes(self) -> int:
+        return 0 if self.kbuf is None or self.vbuf is None else self.kbuf.nbytes + self.vbuf.nbytes
+
+
+#: `BatchLayer` columns kept free before the rows (a longer row joins without a copy) and
+#: after them besides the longest reply's (the rows' columns move right one per step, so
+#: the batch is copied about once per ``ROOM`` steps). Each costs 8 rows × 46 KB per column
+#: with SmolLM2: ~190 MB and ~95 MB.
+MARGIN = 512
+ROOM = 256
+
+
+class Batch:
+    """The scheduler's running batch: single-row caches right-aligned in one `BatchLayer`
+    buffer per layer (left-padded: every row's last token in the same column).
+
+    A row joins by one row copy (its own cache), leaves by moving the last row into its
+    place (one row copy; the rows' order changes, `keep` says how), and the width shrinks
+    by moving ``start`` when the longest row leaves. Only growing past the buffer's rows,
+    margin or room copies the batch, and each time leaves room to spare.
+    """
+
+    def __init__(self, model_config: Any) -> None:
+        layers = getattr(model_config.get_text_config(decoder=True), "num_hidden_layers", None)
+        self.cache = DynamicCache(config=model_config)
+        self.cache.layers = [BatchLayer() for _ in range(int(layers or len(self.cache.layers)))]
+
+    @property
+    def layers(self) -> list[BatchLayer]:
+        return self.cache.layers  # type: ignore[return-value]
+
+    @property
+    def rows(self) -> int:
+        return self.layers[0].rows
+
+    @property
+    def width(self) -> int:
+        return self.layers[0].end - self.layers[0].start
+
+    def add(self, row: DynamicCache, n: int, *, room: int) -> None:
+        """Append ``row`` (a single-row cache holding ``n`` positions) as the last row;
+        ``room``: positions the batch may still append (the longest reply left)."""
+        for mine, theirs in zip(self.layers, row.layers):
+            if mine.kbuf is None:
+                assert theirs.is_initialized  # subtle: a read prompt has at least one position
+                mine.lazy_initialization(theirs.keys, theirs.values)
+                _, h, _, d = theirs.keys.shape
+                mine.kbuf, mine.vbuf = theirs.keys.new_zeros((1, h, 0, d)), theirs.values.new_zeros((1, h, 0, d))
+                mine.start = mine.end = 0  # sized by the resize below
+            width = mine.end - mine.start
+            left = max(0, n - width) if mine.rows else n - width
+            rows = mine.kbuf.shape[0]
+            if mine.rows + 1 > rows or mine.start < left or mine.end + room > mine.kbuf.shape[2]:
+                mine.resize(rows=max(mine.rows + 1, 2 * rows if mine.rows + 1 > rows else rows),
+                            margin=left + MARGIN, room=room + ROOM)
+            mine.start -= left
             if n:
-                kbuf[n_old + j, :, new_width - n:new_width] = row.layers[i].keys[0, :, :n]
-                vbuf[n_old + j, :, new_width - n:new_width] = row.layers[i].values[0, :, :n]
-        layer.lazy_initialization(ref, ref)
-        layer._kbuf, layer._vbuf = kbuf, vbuf
-        layer.keys, layer.values = kbuf[:, :, :new_width], vbuf[:, :, :new_width]
-    return cache, new_width
+                mine.kbuf[mine.rows, :, mine.end - n:mine.end] = theirs.keys[0, :, :n]
+                mine.vbuf[mine.rows, :, mine.end - n:mine.end] = theirs.values[0, :, :n]
+            # this slot may hold an earlier row's positions before ``end - n``: masked, and
+            # finite, so harmless; the zeros matter only where nothing was ever written
+            mine.rows += 1
+            mine.view()
+
+    def keep(self, keep: list[int]) -> list[int]:
+        """Keep only the rows at ``keep``; returns, for each row now in the batch, its old
+        index (rows past the new end move into the places of rows that left)."""
+        kept = sorted(set(keep))
+        n = len(kept)
+        order = list(range(n))
+        holes = [i for i in range(n) if i not in set(kept)]
+        movers = [j for j in kept if j >= n]
+        for hole, mover in zip(holes, movers):
+            order[hole] = mover
+        for layer in self.layers:
+            if layer.kbuf is None:
+                continue
+            for hole, mover in zip(holes, movers):
+                layer.kbuf[hole, :, layer.start:layer.end] = layer.kbuf[mover, :, layer.start:layer.end]
+                layer.vbuf[hole, :, layer.start:layer.end] = layer.vbuf[mover, :, layer.start:layer.end]
+            layer.rows = n
+            layer.view()
+        return order
+
+    def set_width(self, width: int) -> None:
+        """Attend over the last ``width`` columns only (the longest row left the batch)."""
+        for layer in self.layers:
+            if layer.kbuf is not None:
+                layer.start = layer.end - width
+                layer.view()
+
+    def nbytes(self) -> int:
+        return sum(layer.nbytes() for layer in self.layers)
 
 
 def extract_row(cache: DynamicCache, row: int, start: int, end: int, config: Any) -> DynamicCache:
