@@ -140,9 +140,6 @@ class BatchLayer(DynamicLayer):
         self.view()
         return self.keys, self.values
 
-    def nbytes(self) -> int:
-        return 0 if self.kbuf is None or self.vbuf is None else self.kbuf.nbytes + self.vbuf.nbytes
-
 
 #: `BatchLayer` columns kept free before the rows (a longer row joins without a copy) and
 #: after them besides the longest reply's (the rows' columns move right one per step, so
@@ -190,11 +187,10 @@ class Batch:
                 mine.kbuf, mine.vbuf = theirs.keys.new_zeros((1, h, 0, d)), theirs.values.new_zeros((1, h, 0, d))
                 mine.start = mine.end = 0  # sized by the resize below
             width = mine.end - mine.start
-            left = max(0, n - width) if mine.rows else n - width
+            left = max(0, n - width)  # columns the row needs before the others' start
             rows = mine.kbuf.shape[0]
-            if mine.rows + 1 > rows or mine.start < left or mine.end + room > mine.kbuf.shape[2]:
-                mine.resize(rows=max(mine.rows + 1, 2 * rows if mine.rows + 1 > rows else rows),
-                            margin=left + MARGIN, room=room + ROOM)
+            if mine.rows == rows or mine.start < left or mine.end + room > mine.kbuf.shape[2]:
+                mine.resize(rows=2 * rows if mine.rows == rows else rows, margin=left + MARGIN, room=room + ROOM)
             mine.start -= left
             if n:
                 mine.kbuf[mine.rows, :, mine.end - n:mine.end] = theirs.keys[0, :, :n]
@@ -210,7 +206,8 @@ class Batch:
         kept = sorted(set(keep))
         n = len(kept)
         order = list(range(n))
-        holes = [i for i in range(n) if i not in set(kept)]
+        kept_set = set(kept)
+        holes = [i for i in range(n) if i not in kept_set]
         movers = [j for j in kept if j >= n]
         for hole, mover in zip(holes, movers):
             order[hole] = mover
@@ -230,9 +227,6 @@ class Batch:
             if layer.kbuf is not None:
                 layer.start = layer.end - width
                 layer.view()
-
-    def nbytes(self) -> int:
-        return sum(layer.nbytes() for layer in self.layers)
 
 
 def extract_row(cache: DynamicCache, row: int, start: int, end: int, config: Any) -> DynamicCache:

@@ -109,8 +109,7 @@ class Scheduler:
         self._waiting: list[tuple[int, int, Request]] = []  # heap of (priority, ticket, request)
         self._reading: list[Request] = []                     # admitted, prompt being read
         self._rows: list[Request] = []                        # decoding, in batch order
-        self._batch: Any = None                               # the rows' joined cache
-        self._width = 0                                       # its width (positions)
+        self._batch: Any = None                               # the rows' joined cache (kv.Batch)
         self._lens: list[int] = []                            # each row's cached tokens
         self._count_lock = threading.Lock()
         self._queued = 0                                      # submitted, not yet admitted
@@ -281,8 +280,9 @@ class Scheduler:
             r = self._rows[j]
             if self.backend.reuse_cache:
                 n = self._lens[j]
-                self.backend._store.put(r.head[:n], kv.extract_row(self._batch.cache, j, self._width - n,
-                                                                  self._width, self.backend.model.config))
+                width = self._batch.width
+                self.backend._store.put(r.head[:n], kv.extract_row(self._batch.cache, j, width - n, width,
+                                                                  self.backend.model.config))
             self._select([k for k in range(len(self._rows)) if k != j])
         heapq.heappush(self._waiting, (r.priority, r.ticket, r))
         with self._count_lock:
@@ -331,7 +331,6 @@ class Scheduler:
             self._batch = kv.Batch(self.backend.model.config)
         room = max(r.params.max_tokens - len(r.new) for r in [*self._rows, req]) + 1
         self._batch.add(req.cache, n, room=room)
-        self._width = self._batch.width
         self._lens = [*self._lens, n]
         req.cache = None
         self._rows.append(req)
@@ -339,14 +338,13 @@ class Scheduler:
     def _select(self, keep: list[int]) -> None:
         """Keep only the rows at ``keep`` in the batch (their order may change)."""
         if not keep:
-            self._rows, self._lens, self._batch, self._width = [], [], None, 0
+            self._rows, self._lens, self._batch = [], [], None
             self.backend._trim_heap()
             return
         order = self._batch.keep(keep)
         self._rows = [self._rows[j] for j in order]
         self._lens = [self._lens[j] for j in order]
-        self._width = max(self._lens)  # the longest row may have left: attend over less
-        self._batch.set_width(self._width)
+        self._batch.set_width(max(self._lens))  # the longest row may have left: attend over less
 
     def _step(self) -> None:
         """One token for every running row."""
@@ -355,7 +353,7 @@ class Scheduler:
         from . import kv
 
         rows, dev, model = self._rows, self.backend.device, self.backend.model
-        width = self._width
+        width = self._batch.width
         pads = torch.tensor([width - n for n in self._lens], device=dev)
         mask = (torch.arange(width + 1, device=dev)[None, :] >= pads[:, None]).long()
         tokens = torch.tensor([[r.last] for r in rows], device=dev)
@@ -366,9 +364,8 @@ class Scheduler:
         except BaseException as exc:
             for r in rows:
                 self._fail(r, exc)
-            self._rows, self._lens, self._batch, self._width = [], [], None, 0
+            self._rows, self._lens, self._batch = [], [], None
             return
-        self._width += 1
         self._lens = [n + 1 for n in self._lens]
         self.stats["steps"] += 1
         self.stats["rows"] += len(rows)
@@ -391,9 +388,9 @@ class Scheduler:
                 keep.append(j)
                 continue
             if reason is not None and self.backend.reuse_cache:
-                n = self._lens[j]  # prompt + reply, for this chat's next turn
+                n, end = self._lens[j], self._batch.width  # prompt + reply, for this chat's next turn
                 self.backend._store.put((req.prompt + req.new)[:n], kv.extract_row(
-                    self._batch.cache, j, self._width - n, self._width, model.config))
+                    self._batch.cache, j, end - n, end, model.config))
             self._finish(req, "length" if reason == "length" else "stop" if reason else None)
         if len(keep) < len(rows):
             self._select(keep)
