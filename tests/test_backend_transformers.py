@@ -86,6 +86,35 @@ def test_repetition_penalty_reads_only_the_last_64_tokens(backend):
     assert len(long_ids) > 64  # the equality test above really crosses the window
 
 
+def test_top_p_keeps_the_same_tokens_as_transformers_warper():
+    """Our top-k based nucleus filter keeps what transformers' sorting one keeps, from a
+    peaked distribution (a few candidates) to a flat one (tens of thousands: the search
+    widens); on the flat one float32 rounding moves transformers' boundary, so there the
+    reference is the same rule computed by sorting in float64."""
+    import torch
+    from transformers import TopPLogitsWarper
+
+    from roleplay.backends.transformers_backend import _TopP
+
+    def exact(top_p, scores):
+        probs, order = torch.softmax(scores.double(), dim=-1).sort(dim=-1, descending=True)
+        keep = torch.cumsum(probs, dim=-1) - probs < top_p
+        keep[:, 0] = True
+        return scores.masked_fill(~torch.zeros_like(keep).scatter(-1, order, keep), float("-inf"))
+
+    gen = torch.Generator().manual_seed(7)
+    for vocab in (5, 49152):
+        for spread in (8.0, 3.0, 0.05):
+            scores = torch.randn(3, vocab, generator=gen) * spread
+            scores[1, : vocab // 2] = float("-inf")  # after a top-k: masked tokens stay out
+            for top_p in (0.05, 0.5, 0.9, 0.95, 0.999):
+                ours = _TopP(top_p)(None, scores)
+                theirs = exact(top_p, scores) if spread <= 1 else TopPLogitsWarper(top_p)(None, scores)
+                assert torch.equal(torch.isinf(ours), torch.isinf(theirs)), (vocab, spread, top_p)
+                kept = torch.isfinite(ours)
+                assert torch.equal(ours[kept], scores[kept]) and kept.sum(dim=-1).min() >= 1
+
+
 def test_prefill_is_continued_and_not_repeated(backend):
     prefill = "(lowers his violin) Ah, Watson. Today I am"
     messages = CHAT + [{"role": "assistant", "content": prefill}]

@@ -227,7 +227,7 @@ class TransformersBackend(TokenizedPrompts, Backend):
     def _processors(params: SamplingParams) -> Any:
         """The logits processors ``generate`` would use for ``params``, in its order."""
         from transformers import (LogitsProcessorList, MinPLogitsWarper, RepetitionPenaltyLogitsProcessor,
-                                  TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
+                                  TemperatureLogitsWarper, TopKLogitsWarper)
 
         procs = LogitsProcessorList()
         if params.repetition_penalty != 1.0:
@@ -239,7 +239,7 @@ class TransformersBackend(TokenizedPrompts, Backend):
             if params.top_k:
                 procs.append(TopKLogitsWarper(params.top_k))
             if params.top_p < 1.0:
-                procs.append(TopPLogitsWarper(params.top_p))
+                procs.append(_TopP(params.top_p))
             if params.min_p:
                 procs.append(MinPLogitsWarper(params.min_p))
         return procs
@@ -315,6 +315,34 @@ class TransformersBackend(TokenizedPrompts, Backend):
         self.clear_kv_cache()
         if self.scheduler is not None:
             self.scheduler.close()
+
+
+class _TopP:
+    """Nucleus filter with transformers' ``TopPLogitsWarper`` semantics — keep each token
+    whose more likely tokens hold less than ``top_p`` of the mass (at least the best one) —
+    found with ``topk`` instead of sorting the whole vocabulary: the sort cost ~4 ms per
+    token with SmolLM2's 49k vocabulary, paid by every row of every decoding step."""
+
+    def __init__(self, top_p: float) -> None:
+        self.top_p = top_p
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        # float64: at a flat distribution's boundary, float32 rounding decides which of two
+        # near-equal tails is kept
+        probs = torch.softmax(scores.double(), dim=-1)
+        vocab = scores.shape[-1]
+        for k in (min(64, vocab), min(1024, vocab), vocab):
+            vals, idx = probs.topk(k, dim=-1)  # descending
+            before = torch.cumsum(vals, dim=-1) - vals  # mass of the tokens above each
+            # done when the last candidate is already out (so is every token below it)
+            if k == vocab or bool((before[:, -1] >= self.top_p).all()):
+                break
+        keep = before < self.top_p
+        keep[:, 0] = True
+        drop = torch.ones_like(scores, dtype=torch.bool).scatter_(-1, idx, ~keep)
+        return scores.masked_fill(drop, float("-inf"))
 
 
 class _RecentTokens:
