@@ -6,6 +6,14 @@ first token as the baseline, then runs N concurrent streaming chats (default 8) 
 fixed time; requests in flight at the deadline finish, so the run is bounded. Each client
 checks its replies are its own (see `roleplay.server.loadtest`). Prints ONE JSON line.
 
+Every client count plays the same mix of characters: chat j is with the j-th of the four
+bundled cards (cycling), and a client with fewer clients than cards plays several chats in
+turn (`loadtest.client_chats`). So the first count's figures — the ratios' baseline, one
+client unless told otherwise — come from chats with all four characters, like the
+others'. (Until 2026-12-03 the lone client played Sherlock only: shorter prompts and
+fewer new scenes per turn than the crowd's mix, so its ratios mixed the workload's
+difference with the cost of sharing the model.)
+
 On the llamacpp backend (the CPU default) each run also gets two raw baselines: after
 the server stops, the bench process loads the same GGUF and drives xllamacpp directly,
 the same number of parallel streams replaying the clients' chats (the same openers,
@@ -100,7 +108,7 @@ def raw_llamacpp(home: Path, cards: list, *, clients: list[int], seconds: float,
     from roleplay.backends.llamacpp_backend import request_fields
     from roleplay.config import Settings
     from roleplay.engine import Engine, Turn
-    from roleplay.server.loadtest import PROMPTS
+    from roleplay.server.loadtest import PROMPTS, client_chats
 
     settings = Settings.from_env(home=home, backend="llamacpp")
     llama = get_backend(settings)
@@ -113,16 +121,19 @@ def raw_llamacpp(home: Path, cards: list, *, clients: list[int], seconds: float,
         clock: dict[str, float] = {}
 
         def client(i: int) -> None:
-            card = cards[i % len(cards)]
-            history: list[dict] = []
-            messages = [m for m in engine.prepare(Turn(card, [], PROMPTS[i % len(PROMPTS)])).messages
-                        if m["role"] != "assistant"]  # the engine's own prefill is not the raw model's
+            chats = []  # (chat number, card, history, messages sent in append mode)
+            for j in client_chats(i, n, len(cards)):
+                card = cards[j % len(cards)]
+                chats.append((j, card, [], [m for m in engine.prepare(Turn(card, [], PROMPTS[j % len(PROMPTS)])).messages
+                                            if m["role"] != "assistant"]))  # the engine's prefill is not the raw model's
             for turn in range(10_000):
-                if turn == warm_turns:
+                j, card, history, messages = chats[turn % len(chats)]
+                chat_turn = turn // len(chats)
+                if turn == warm_turns * len(chats):
                     gate.wait()
-                if turn >= warm_turns and time.monotonic() >= clock["deadline"]:
+                if chat_turn >= warm_turns and time.monotonic() >= clock["deadline"]:
                     return
-                text = PROMPTS[(i + turn) % len(PROMPTS)]
+                text = PROMPTS[(j + chat_turn) % len(PROMPTS)]
                 params = SamplingParams(max_tokens=max_tokens)
                 prefill = ""
                 if composed:
@@ -138,13 +149,13 @@ def raw_llamacpp(home: Path, cards: list, *, clients: list[int], seconds: float,
 
                 llama.server.handle_completions(
                     {"prompt": llama.prompt_ids(messages), "stream": True, **request_fields(params)}, on_chunk)
-                if turn >= warm_turns:
+                if chat_turn >= warm_turns:
                     tokens[i] += max(counts, default=0)
                 reply = prefill + "".join(pieces)
                 history += [{"role": "user", "content": text}, {"role": "assistant", "content": reply}]
                 if not composed:
                     messages += [{"role": "assistant", "content": reply},
-                                 {"role": "user", "content": PROMPTS[(i + turn + 1) % len(PROMPTS)]}]
+                                 {"role": "user", "content": PROMPTS[(j + chat_turn + 1) % len(PROMPTS)]}]
 
         threads = [threading.Thread(target=client, args=(i,)) for i in range(n)]
         for t in threads:

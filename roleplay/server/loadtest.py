@@ -1,7 +1,8 @@
 """Load generation against a running API: N streaming chat clients, checked for isolation.
 
 Used by ``bench/serve.py`` (8 clients, 30 s) and ``bench/soak.py`` (16 clients, 60 s).
-Each client holds its own conversation with one character and streams completions until
+Each client holds its own conversations (one per client, or several played in turn when
+there are fewer clients than characters: `client_chats`) and streams completions until
 the deadline. It records the time to first token twice — to the first content (the stage
 note, sent as soon as the turn gets the model) and to the model's first generated text —
 and checks that what came back is its own:
@@ -124,15 +125,29 @@ def stream_once(http: httpx.Client, base: str, model: str, messages: list[dict],
     return out
 
 
+def client_chats(client: int, clients: int, chats: int) -> list[int]:
+    """The chats (by number) that client ``client`` of ``clients`` plays, taking turns.
+
+    Chat ``j`` is with ``cards[j % len(cards)]`` and opens with ``PROMPTS[j]``. With fewer
+    clients than ``chats`` (the number of cards) a client plays several chats in turn, so
+    every client count plays the same mix of characters: a lone client — the baseline the
+    others are divided by — is not one character's chat measured against all of theirs.
+
+    >>> client_chats(0, 1, 4), client_chats(1, 2, 4), client_chats(5, 8, 4)
+    ([0, 1, 2, 3], [1, 3], [5])
+    """
+    return list(range(client, max(chats, clients), clients))
+
+
 def run_clients(base: str, cards: list[Any], *, clients: int, seconds: float, max_tokens: int,
                 headers: dict | None = None, hard_limit: float = 900.0,
                 warm_turns: int = 0, on_start: Any = None) -> tuple[list[ClientStats], float]:
     """``clients`` threads chatting until ``seconds`` pass (requests in flight then finish).
 
-    Each client first has ``warm_turns`` turns of its chat (checked, but recorded apart in
-    ``ClientStats.first_ttft_model``); the clock starts when every client has had them, so
-    the figures describe chats under way, not a crowd of first turns. ``on_start()`` runs
-    then. Returns the stats and the measured seconds.
+    Each client plays its `client_chats` in turn. Each chat first has ``warm_turns`` turns
+    (checked, but recorded apart in ``ClientStats.first_ttft_model``); the clock starts
+    when every client has had them, so the figures describe chats under way, not a crowd
+    of first turns. ``on_start()`` runs then. Returns the stats and the measured seconds.
     """
     stop_all = time.monotonic() + hard_limit
     clock: dict[str, float] = {}
@@ -144,16 +159,18 @@ def run_clients(base: str, cards: list[Any], *, clients: int, seconds: float, ma
         clock["deadline"] = clock["start"] + seconds
 
     gate = threading.Barrier(clients, action=start_clock)
-    stats = [ClientStats(cards[i % len(cards)].id) for i in range(clients)]
+    plays = [[(j, cards[j % len(cards)], []) for j in client_chats(i, clients, len(cards))] for i in range(clients)]
+    stats = [ClientStats(",".join(card.id for _, card, _ in chats)) for chats in plays]
 
     def client(i: int) -> None:
-        card, st = cards[i % len(cards)], stats[i]
-        history: list[dict] = []
-        turn = 0
+        chats, st = plays[i], stats[i]
+        turn = 0  # this client's turns, over all its chats
         gated = False
         with httpx.Client() as http:
             while time.monotonic() < stop_all:
-                warm = turn < warm_turns
+                j, card, history = chats[turn % len(chats)]
+                chat_turn = turn // len(chats)
+                warm = chat_turn < warm_turns
                 if not warm and not gated:  # once: a measured turn that failed is retried, not re-gated
                     gated = True
                     try:
@@ -163,7 +180,7 @@ def run_clients(base: str, cards: list[Any], *, clients: int, seconds: float, ma
                         return
                 if not warm and time.monotonic() >= clock["deadline"]:
                     return
-                text = PROMPTS[(i + turn) % len(PROMPTS)]
+                text = PROMPTS[(j + chat_turn) % len(PROMPTS)]
                 # the whole chat, as chat clients (SillyTavern, ChatGPT-style UIs) send it; the
                 # server trims it to its history budget
                 messages = history + [{"role": "user", "content": text}]
