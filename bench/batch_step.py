@@ -47,7 +47,7 @@ def main() -> None:
     import torch
 
     from roleplay.backends import SamplingParams, get_backend, kv
-    from roleplay.backends.scheduler import Limits, _Sampler
+    from roleplay.backends.scheduler import Limits, _Sampler, decode_step
     from roleplay.config import Settings
 
     backend = get_backend(Settings.from_env(home=Path(tempfile.mkdtemp()), backend="transformers"))
@@ -78,12 +78,7 @@ def main() -> None:
             times = []
             for step in range(args.steps + 2):
                 t = time.perf_counter()
-                width = batch.width
-                pads = torch.tensor([width - n for n in lens])
-                mask = (torch.arange(width + 1)[None, :] >= pads[:, None]).long()
-                logits = model(input_ids=torch.tensor([[t_[-1]] for t_ in tokens]), attention_mask=mask,
-                               position_ids=torch.tensor([[n] for n in lens]), past_key_values=batch.cache,
-                               use_cache=True).logits[:, -1].float()
+                logits = decode_step(model, batch, lens, [t_[-1] for t_ in tokens], backend.device)
                 for j in range(rows):
                     tok, _ = samplers[j].pick(logits[j:j + 1], [], tokens[j])
                     tokens[j].append(tok)

@@ -73,7 +73,7 @@ def test_batch_rows_are_right_aligned_over_zero_padding(backend):
     assert torch.equal(keys[0], rows[0].layers[0].keys[0])
     assert torch.equal(keys[1, :, 2:], rows[1].layers[0].keys[0])
     assert not keys[1, :, :2].any()  # padding is zero, never uninitialised memory
-    back = kv.extract_row(batch.cache, 1, 2, 5, config)
+    back = batch.row(1, 3)
     assert torch.equal(back.layers[-1].values, rows[1].layers[-1].values)
     # a longer row joins: the others are padded further on the left, and nothing is copied
     buffer = batch.layers[0].kbuf.data_ptr()

@@ -161,6 +161,7 @@ class Batch:
 
     def __init__(self, model_config: Any) -> None:
         layers = getattr(model_config.get_text_config(decoder=True), "num_hidden_layers", None)
+        self.config = model_config
         self.cache = DynamicCache(config=model_config)
         self.cache.layers = [BatchLayer() for _ in range(int(layers or len(self.cache.layers)))]
 
@@ -221,6 +222,16 @@ class Batch:
             layer.view()
         return order
 
+    def row(self, j: int, n: int) -> DynamicCache:
+        """Row ``j``'s last ``n`` positions (its own, right-aligned) as a single-row growing
+        cache, for the prefix store."""
+        out = growing_cache(self.config, n)
+        assert out is not None
+        for src, dst in zip(self.layers, out.layers):
+            first = src.end - src.start - n  # in the layer's view of the live columns
+            dst.update(src.keys[j:j + 1, :, first:], src.values[j:j + 1, :, first:])
+        return out
+
     def set_width(self, width: int) -> None:
         """Attend over the last ``width`` columns only (the longest row left the batch)."""
         for layer in self.layers:
@@ -229,13 +240,6 @@ class Batch:
                 layer.view()
 
 
-def extract_row(cache: DynamicCache, row: int, start: int, end: int, config: Any) -> DynamicCache:
-    """A single-row growing cache copied from positions ``start:end`` of batch row ``row``."""
-    out = growing_cache(config, end - start)
-    assert out is not None
-    for src, dst in zip(cache.layers, out.layers):
-        dst.update(src.keys[row:row + 1, :, start:end], src.values[row:row + 1, :, start:end])
-    return out
 
 
 def cache_nbytes(cache: DynamicCache) -> int:

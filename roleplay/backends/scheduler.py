@@ -274,15 +274,11 @@ class Scheduler:
                 self.backend._store.put(r.head[:r.filled], r.cache)
             r.cache, r.filled = None, 0
         else:
-            from . import kv
-
             j = max(victims, key=lambda k: self._rows[k].ticket)
             r = self._rows[j]
             if self.backend.reuse_cache:
                 n = self._lens[j]
-                width = self._batch.width
-                self.backend._store.put(r.head[:n], kv.extract_row(self._batch.cache, j, width - n, width,
-                                                                  self.backend.model.config))
+                self.backend._store.put(r.head[:n], self._batch.row(j, n))
             self._select([k for k in range(len(self._rows)) if k != j])
         heapq.heappush(self._waiting, (r.priority, r.ticket, r))
         with self._count_lock:
@@ -348,19 +344,10 @@ class Scheduler:
 
     def _step(self) -> None:
         """One token for every running row."""
-        import torch
-
-        from . import kv
-
-        rows, dev, model = self._rows, self.backend.device, self.backend.model
-        width = self._batch.width
-        pads = torch.tensor([width - n for n in self._lens], device=dev)
-        mask = (torch.arange(width + 1, device=dev)[None, :] >= pads[:, None]).long()
-        tokens = torch.tensor([[r.last] for r in rows], device=dev)
-        positions = torch.tensor([[n] for n in self._lens], device=dev)
+        rows = self._rows
         try:
-            logits = model(input_ids=tokens, attention_mask=mask, position_ids=positions,
-                           past_key_values=self._batch.cache, use_cache=True).logits[:, -1].float()
+            logits = decode_step(self.backend.model, self._batch, self._lens, [r.last for r in rows],
+                                 self.backend.device)
         except BaseException as exc:
             for r in rows:
                 self._fail(r, exc)
@@ -388,12 +375,25 @@ class Scheduler:
                 keep.append(j)
                 continue
             if reason is not None and self.backend.reuse_cache:
-                n, end = self._lens[j], self._batch.width  # prompt + reply, for this chat's next turn
-                self.backend._store.put((req.prompt + req.new)[:n], kv.extract_row(
-                    self._batch.cache, j, end - n, end, model.config))
+                n = self._lens[j]  # prompt + reply, for this chat's next turn
+                self.backend._store.put((req.prompt + req.new)[:n], self._batch.row(j, n))
             self._finish(req, "length" if reason == "length" else "stop" if reason else None)
         if len(keep) < len(rows):
             self._select(keep)
+
+
+def decode_step(model: Any, batch: Any, lens: list[int], tokens: list[int], device: Any) -> Any:
+    """One forward pass over the running batch (`kv.Batch`, rows holding ``lens`` positions,
+    right-aligned): each row's next input token in, each row's float logits out."""
+    import torch
+
+    width = batch.width
+    pads = torch.tensor([width - n for n in lens], device=device)
+    mask = (torch.arange(width + 1, device=device)[None, :] >= pads[:, None]).long()
+    out = model(input_ids=torch.tensor([[t] for t in tokens], device=device), attention_mask=mask,
+                position_ids=torch.tensor([[n] for n in lens], device=device),
+                past_key_values=batch.cache, use_cache=True)
+    return out.logits[:, -1].float()
 
 
 class _Sampler:
