@@ -86,3 +86,14 @@ def test_results_carry_metadata(retriever):
     assert meta["language"] == "en" and meta["has_action"] is True and meta["hash"] == hit.id
     zh = col.get(where={"language": "zh"}, include=[])["ids"]
     assert len(zh) == 2
+
+
+def test_hybrid_weights_move_toward_keyword_for_long_same_language_pools():
+    from roleplay.store import fusion
+
+    assert fusion.hybrid_weights(same_language=True, long_share=0.0) == fusion.WEIGHTS  # short stories
+    assert fusion.hybrid_weights(same_language=True, long_share=1.0) == fusion.LONG_WEIGHTS
+    assert fusion.hybrid_weights(same_language=False, long_share=1.0) == fusion.WEIGHTS  # across languages
+    half = fusion.hybrid_weights(same_language=True, long_share=0.5)
+    assert all(min(a, b) <= h <= max(a, b) for a, h, b in zip(fusion.WEIGHTS, half, fusion.LONG_WEIGHTS))
+    assert half != fusion.WEIGHTS and half != fusion.LONG_WEIGHTS

@@ -43,6 +43,7 @@ from .indexer import (card_fingerprint, collection_name, open_collection, second
 from . import bridge, fusion
 from .keyword import BM25Index
 from .lorebook import LoreHit, match_lore
+from .scenes import language
 
 METHODS = fusion.METHODS
 #: Message weights, newest first: the user's new message counts most.
@@ -83,6 +84,10 @@ class _Windows:
     vectors: np.ndarray          # (m, dim) float16, rows sorted by story position
     parent: np.ndarray           # (m,) story position of each row
     start: np.ndarray            # (n + 1,) rows of story p are start[p]:start[p + 1]
+
+    def has(self, positions: np.ndarray) -> np.ndarray:
+        """Which of these stories have windows (8 lines or more)."""
+        return self.start[positions + 1] > self.start[positions]
 
     def best(self, positions: np.ndarray, qvec: np.ndarray, fallback: np.ndarray) -> np.ndarray:
         """Each story's best window cosine (its own cosine when it has no windows)."""
@@ -449,7 +454,9 @@ class Retriever:
             e5[e5 < -0.5] = float(e5[e5 >= -0.5].min()) if (e5 >= -0.5).any() else 0.0
             total = fusion.calibrated(vec, win, kw, weights=fusion.E5_WEIGHTS, second=e5)
         elif fused:
-            total = fusion.calibrated(vec, win, kw)
+            long_share = float(loaded.windows.has(cands).mean()) if loaded.windows is not None else 0.0
+            total = fusion.calibrated(vec, win, kw, weights=fusion.hybrid_weights(
+                same_language=language(texts[-1]) in loaded.languages, long_share=long_share))
         else:
             total = fusion.single(method, cands, vec, kw, vec_rank, kw_rank)
 
