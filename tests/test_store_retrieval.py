@@ -88,12 +88,31 @@ def test_results_carry_metadata(retriever):
     assert len(zh) == 2
 
 
-def test_hybrid_weights_move_toward_keyword_for_long_same_language_pools():
+def test_hybrid_weights_move_toward_keyword_with_the_long_same_language_share():
     from roleplay.store import fusion
 
-    assert fusion.hybrid_weights(same_language=True, long_share=0.0) == fusion.WEIGHTS  # short stories
-    assert fusion.hybrid_weights(same_language=True, long_share=1.0) == fusion.LONG_WEIGHTS
-    assert fusion.hybrid_weights(same_language=False, long_share=1.0) == fusion.WEIGHTS  # across languages
-    half = fusion.hybrid_weights(same_language=True, long_share=0.5)
-    assert all(min(a, b) <= h <= max(a, b) for a, h, b in zip(fusion.WEIGHTS, half, fusion.LONG_WEIGHTS))
-    assert half != fusion.WEIGHTS and half != fusion.LONG_WEIGHTS
+    assert fusion.hybrid_weights(0.0) == fusion.WEIGHTS  # short stories, or another language
+    assert fusion.hybrid_weights(1.0) == fusion.LONG_WEIGHTS
+    half = fusion.hybrid_weights(0.5)
+    assert all(min(a, b) < h < max(a, b) or a == h == b for a, h, b in zip(fusion.WEIGHTS, half, fusion.LONG_WEIGHTS))
+
+
+def test_long_share_counts_long_scenes_in_the_message_language(tmp_path):
+    """Long scenes (8+ lines: windows) in the message's language move the weights; short
+    stories and long scenes in the other language do not."""
+    import numpy as np
+
+    from roleplay.config import Settings
+    from roleplay.store.retriever import _long_share
+
+    long_en = "\n".join(f"Wren:「Line {i} about the river and the barge.」" for i in range(10))
+    long_zh = "\n".join(f"青崖:「第{i}句，说的是镖局和山路。」" for i in range(10))
+    card = Character(id="mix", name="Mix", stories=[long_en, long_zh, "Wren:「A short one.」"])
+    r = Retriever(Settings(home=tmp_path))
+    r.index(card)
+    loaded = r._ready(card)
+    pos = {loaded.docs[p]: p for p in range(len(loaded.ids))}
+    every = np.array([pos[long_en], pos[long_zh], pos["Wren:「A short one.」"]])
+    assert _long_share(loaded, every, "en") == 1 / 3
+    assert _long_share(loaded, every, "zh") == 1 / 3
+    assert _long_share(loaded, every[2:], "en") == 0.0

@@ -6,7 +6,7 @@ Signals per candidate story: ``vector`` (cosine of the whole story with the conv
 
 - ``hybrid`` (default): each signal is put on one scale *per query* — z-scores over the
   candidate pool, keyword as z(log(1 + BM25)) — and summed with `hybrid_weights` (`WEIGHTS`;
-  more keyword for a same-language message over long scenes). Raw scales
+  more keyword when the candidates are long scenes in the message's language). Raw scales
   differ between queries (a long query's BM25 is large, a cross-lingual one's is zero,
   cosines bunch up on a corpus of similar scenes), so a fixed weighted sum of raw or
   min-max scores lets whichever signal happens to spread most decide. A signal that is
@@ -29,8 +29,8 @@ METHODS = ("hybrid", "e5", "weighted", "rrf", "vector", "keyword")
 #: z-score weights of (vector, window, keyword) in ``hybrid``, chosen on the dev corpus
 #: (bench/retrieval.py --quality: wukong) and checked on the hard set; see docs/retrieval.md.
 WEIGHTS = (1.0, 1.0, 1.5)
-#: ``hybrid`` for a message in the language of the scenes when the candidates are long
-#: scenes (8 lines or more: they have line windows). A long scene's cosine averages its
+#: ``hybrid`` when the candidates are long scenes (8 lines or more: they have line
+#: windows) written in the message's language. A long scene's cosine averages its
 #: small talk with the one exchange that matters, while a shared rare word still points
 #: at it, so the keyword signal earns more trust there; on short stories the cosine is
 #: sharp and paraphrased questions need it (the easy set lost 3 of 163 from the top 5
@@ -67,16 +67,16 @@ def calibrated(vector: np.ndarray, window: np.ndarray, keyword: np.ndarray,
     return unit(total)
 
 
-def hybrid_weights(*, same_language: bool, long_share: float) -> tuple[float, float, float]:
-    """``hybrid``'s weights for one query: `WEIGHTS`, moved toward `LONG_WEIGHTS` by the share
-    of long scenes among the candidates when the message is in their language.
+def hybrid_weights(long_share: float) -> tuple[float, float, float]:
+    """``hybrid``'s weights for one query: `WEIGHTS` moved toward `LONG_WEIGHTS` by
+    ``long_share``, the share of candidates that are long scenes in the message's language.
 
-    >>> hybrid_weights(same_language=True, long_share=0.5)
+    >>> hybrid_weights(0.5)
     (0.75, 1.0, 2.25)
-    >>> hybrid_weights(same_language=False, long_share=1.0) == WEIGHTS
+    >>> hybrid_weights(0.0) == WEIGHTS
     True
     """
-    f = min(max(long_share, 0.0), 1.0) if same_language else 0.0
+    f = min(max(long_share, 0.0), 1.0)
     return tuple(round(a + f * (b - a), 6) for a, b in zip(WEIGHTS, LONG_WEIGHTS))  # type: ignore[return-value]
 
 

@@ -454,9 +454,8 @@ class Retriever:
             e5[e5 < -0.5] = float(e5[e5 >= -0.5].min()) if (e5 >= -0.5).any() else 0.0
             total = fusion.calibrated(vec, win, kw, weights=fusion.E5_WEIGHTS, second=e5)
         elif fused:
-            long_share = float(loaded.windows.has(cands).mean()) if loaded.windows is not None else 0.0
             total = fusion.calibrated(vec, win, kw, weights=fusion.hybrid_weights(
-                same_language=language(texts[-1]) in loaded.languages, long_share=long_share))
+                _long_share(loaded, cands, language(texts[-1]))))
         else:
             total = fusion.single(method, cands, vec, kw, vec_rank, kw_rank)
 
@@ -575,6 +574,15 @@ def _recent(conversation: list[str]) -> tuple[list[str], list[float]]:
                 break
     weights = list(MESSAGE_WEIGHTS[:len(texts)])
     return texts[::-1], weights[::-1]
+
+
+def _long_share(loaded: _Loaded, cands: np.ndarray, lang: str) -> float:
+    """Share of the candidates that are long scenes (with windows) written in ``lang``."""
+    if loaded.windows is None or not len(cands):
+        return 0.0
+    same = np.fromiter(((loaded.metas[int(p)] or {}).get("language") == lang for p in cands), dtype=bool,
+                       count=len(cands))
+    return float((loaded.windows.has(cands) & same).mean())
 
 
 def _excluded(meta: dict | None, excluded: set[str]) -> bool:
