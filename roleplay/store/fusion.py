@@ -6,7 +6,9 @@ Signals per candidate story: ``vector`` (cosine of the whole story with the conv
 
 - ``hybrid`` (default): each signal is put on one scale *per query* — z-scores over the
   candidate pool, keyword as z(log(1 + BM25)) — and summed with `hybrid_weights` (`WEIGHTS`;
-  more keyword when the candidates are long scenes in the message's language). Raw scales
+  more keyword when the candidates are long scenes in the message's language), plus, for a
+  message in another script than some scenes, the cosines of its word-by-word dictionary
+  translation (`TRANSLATION_WEIGHT`). Raw scales
   differ between queries (a long query's BM25 is large, a cross-lingual one's is zero,
   cosines bunch up on a corpus of similar scenes), so a fixed weighted sum of raw or
   min-max scores lets whichever signal happens to spread most decide. A signal that is
@@ -38,6 +40,11 @@ WEIGHTS = (1.0, 1.0, 1.5)
 #: wukong's (recall@5 0.80 → 0.90); across languages the keyword signal is dictionary
 #: guesses, and no weighting fitted there carried over, so those keep `WEIGHTS`.
 LONG_WEIGHTS = (0.5, 1.0, 3.0)
+#: ``hybrid``, a message in another script than some scenes: z-weight of the story and of
+#: the best-window cosine of its word-by-word dictionary translation (`bridge.translation_text`),
+#: each. Chosen on the hard set's 60 cross-lingual queries (weights 0.3–0.7 and 20–80 terms
+#: tried), checked on wukong's 33 English questions; docs/retrieval.md.
+TRANSLATION_WEIGHT = 0.5
 #: ``e5``: weights of (vector, window, keyword) and of the second embedder's best-unit
 #: cosine. Chosen on half of the hard set (wren, 110 queries; docs/retrieval.md): with e5
 #: present, USE's whole-story cosine only added noise (MRR 0.419 without, 0.402 with).
@@ -57,11 +64,16 @@ def zscore(x: np.ndarray) -> np.ndarray:
 
 def calibrated(vector: np.ndarray, window: np.ndarray, keyword: np.ndarray,
                *, weights: tuple[float, float, float] | None = None, second: np.ndarray | None = None,
-               second_weight: float | None = None) -> np.ndarray:
+               second_weight: float | None = None,
+               translated: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """The ``hybrid`` score of each candidate, in 0–1 (see the module docstring); with
-    ``second`` (the ``e5`` method) its z-score is added at ``SECOND_WEIGHT``."""
+    ``second`` (the ``e5`` method) its z-score is added at ``SECOND_WEIGHT``; with
+    ``translated`` (the story and best-window cosines of the message's dictionary
+    translation) theirs at `TRANSLATION_WEIGHT` each."""
     wv, ww, wk = weights or WEIGHTS
     total = wv * zscore(vector) + ww * zscore(window) + wk * zscore(np.log1p(np.maximum(keyword, 0.0)))
+    if translated is not None:
+        total = total + TRANSLATION_WEIGHT * (zscore(translated[0]) + zscore(translated[1]))
     if second is not None:
         total = total + (SECOND_WEIGHT if second_weight is None else second_weight) * zscore(second)
     return unit(total)

@@ -407,8 +407,17 @@ class Retriever:
         qvec = self.query_vector(conversation) if method != "keyword" else None
         terms = BM25Index.query_terms(texts, weights) if method != "vector" else {}
         fused = method in ("hybrid", "e5")  # windows, bridges, calibrated fusion
+        lang = language(texts[-1])
+        tvec = None  # the dictionary translation's embedding
         if fused and terms:
-            terms = _merge_terms(terms, self._bridged(card, loaded, texts, weights, terms))
+            extra, translation = self._bridged(card, loaded, texts, weights, terms)
+            terms = _merge_terms(terms, extra)
+            # Only for a message in a language no scene is written in: on a mixed card the
+            # message already meets its own language's scenes, and the extra embedding
+            # costs ≈5 ms of CPU per query (bench/retrieval.py's mixed card: p50 8 → 14 ms).
+            if translation and method == "hybrid" and lang not in loaded.languages:
+                with self._lock:
+                    tvec = self._mix([translation], [1.0])
 
         pool = min(POOL, n)
         vec_rank: dict[int, int] = {}
@@ -444,6 +453,7 @@ class Retriever:
                 if len(cands) else cands
         if len(cands) == 0:
             return []
+        translated = None
         vec = (loaded.vectors[cands].astype(np.float32) @ qvec) if qvec is not None else np.zeros(len(cands))
         win = (loaded.windows.best(cands, qvec, vec) if fused and loaded.windows is not None
                and qvec is not None else vec.astype(np.float64))
@@ -454,8 +464,11 @@ class Retriever:
             e5[e5 < -0.5] = float(e5[e5 >= -0.5].min()) if (e5 >= -0.5).any() else 0.0
             total = fusion.calibrated(vec, win, kw, weights=fusion.E5_WEIGHTS, second=e5)
         elif fused:
+            if tvec is not None:
+                tv = loaded.vectors[cands].astype(np.float32) @ tvec
+                translated = (tv, loaded.windows.best(cands, tvec, tv) if loaded.windows is not None else tv)
             total = fusion.calibrated(vec, win, kw, weights=fusion.hybrid_weights(
-                _long_share(loaded, cands, language(texts[-1]))))
+                _long_share(loaded, cands, lang)), translated=translated)
         else:
             total = fusion.single(method, cands, vec, kw, vec_rank, kw_rank)
 
@@ -484,7 +497,8 @@ class Retriever:
                 id=loaded.ids[pos], text=loaded.docs[pos], score=float(total[j]), vector_score=float(vec[j]),
                 keyword_score=float(kw[j]), tokens=tokens,
                 why=_why(method, vec_rank.get(pos), float(vec[j]), float(win[j]), matched.get(pos, []))
-                + ([f"e5 {e5[j]:.3f}"] if e5 is not None else []),
+                + ([f"e5 {e5[j]:.3f}"] if e5 is not None else [])
+                + ([f"translation {translated[1][j]:.3f}"] if translated is not None else []),
                 window_score=float(win[j]),
                 source=str(meta.get("source", "")),
                 speakers=[s for s in str(meta.get("speakers", "")).split(", ") if s],
@@ -508,15 +522,17 @@ class Retriever:
                 raise self._guard("querying", exc) from None
 
     def _bridged(self, card: Character, loaded: _Loaded, texts: list[str], weights: list[float],
-                 terms: dict[str, float]) -> dict[str, float]:
+                 terms: dict[str, float]) -> tuple[dict[str, float], str]:
         """Extra keyword terms: the card's other names for names in the query, and dictionary
-        translations into the languages of indexed stories written in another script."""
+        translations into the languages of indexed stories written in another script; and
+        those translations as one text (`bridge.translation_text`; "" when there are none)."""
         extra = bridge.name_terms(terms, bridge.name_groups(card))
         into = {lang for lang in ("en", "zh") if lang in loaded.languages
                 and any(bridge.has_script(t, "zh" if lang == "en" else "en") for t in texts)}
-        if into:
-            extra = _merge_terms(extra, bridge.dictionary_terms(texts, weights, into=into))
-        return extra
+        if not into:
+            return extra, ""
+        translated = bridge.dictionary_terms(texts, weights, into=into)
+        return _merge_terms(extra, translated), bridge.translation_text(translated, into=into)
 
     def lore(self, card: Character, conversation: list[str], *, budget_tokens: int = 500,
              count_tokens: Callable[[str], int] | None = None, scan_depth: int = 4) -> list[LoreHit]:
