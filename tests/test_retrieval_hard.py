@@ -72,9 +72,9 @@ def test_hard_set_floors(results):
 
 def test_long_scene_weights_lift_same_language_only(retriever, cards, queries, results, monkeypatch):
     """A same-language question over long scenes trusts the keyword signal more
-    (`fusion.LONG_WEIGHTS`); with the plain weights for every query, same-language
+    (`fusion.LONG_SCALE`); with the plain weights for every query, same-language
     recall@5 and MRR are lower and cross-lingual ranks are the same."""
-    monkeypatch.setattr(fusion, "LONG_WEIGHTS", fusion.WEIGHTS)
+    monkeypatch.setattr(fusion, "LONG_SCALE", (1.0, 1.0, 1.0))
     plain = quality.table(retriever, cards, queries, ("hybrid",))
     new, old = results[("same-language", "hybrid")], plain[("same-language", "hybrid")]
     assert new.recall_at_5 > old.recall_at_5 and new.mrr > old.mrr

@@ -92,9 +92,10 @@ def test_hybrid_weights_move_toward_keyword_with_the_long_same_language_share():
     from roleplay.store import fusion
 
     assert fusion.hybrid_weights(0.0) == fusion.WEIGHTS  # short stories, or another language
-    assert fusion.hybrid_weights(1.0) == fusion.LONG_WEIGHTS
+    assert fusion.hybrid_weights(1.0) == (0.5, 1.0, 3.0)
     half = fusion.hybrid_weights(0.5)
-    assert all(min(a, b) < h < max(a, b) or a == h == b for a, h, b in zip(fusion.WEIGHTS, half, fusion.LONG_WEIGHTS))
+    assert half[0] < fusion.WEIGHTS[0] and half[2] > fusion.WEIGHTS[2] and half[1] == fusion.WEIGHTS[1]
+    assert fusion.hybrid_weights(1.0, base=fusion.E5_WEIGHTS) == (0.0, 1.0, 3.0)  # e5 alike
 
 
 def test_long_share_counts_long_scenes_in_the_message_language(tmp_path):

@@ -31,15 +31,16 @@ METHODS = ("hybrid", "e5", "weighted", "rrf", "vector", "keyword")
 #: z-score weights of (vector, window, keyword) in ``hybrid``, chosen on the dev corpus
 #: (bench/retrieval.py --quality: wukong) and checked on the hard set; see docs/retrieval.md.
 WEIGHTS = (1.0, 1.0, 1.5)
-#: ``hybrid`` when the candidates are long scenes (8 lines or more: they have line
-#: windows) written in the message's language. A long scene's cosine averages its
-#: small talk with the one exchange that matters, while a shared rare word still points
-#: at it, so the keyword signal earns more trust there; on short stories the cosine is
-#: sharp and paraphrased questions need it (the easy set lost 3 of 163 from the top 5
-#: with these weights). Chosen on the hard set's same-language queries, checked on
-#: wukong's (recall@5 0.80 → 0.90); across languages the keyword signal is dictionary
-#: guesses, and no weighting fitted there carried over, so those keep `WEIGHTS`.
-LONG_WEIGHTS = (0.5, 1.0, 3.0)
+#: How ``hybrid`` (and ``e5``) scale (vector, window, keyword) when the candidates are long
+#: scenes (8 lines or more: they have line windows) written in the message's language:
+#: 1 / 1 / 1.5 becomes 0.5 / 1 / 3. A long scene's cosine averages its small talk with the
+#: one exchange that matters, while a shared rare word still points at it, so the keyword
+#: signal earns more trust there; on short stories the cosine is sharp and paraphrased
+#: questions need it (the easy set lost 3 of 163 from the top 5 with these weights for
+#: every query). Chosen on the hard set's same-language queries, checked on wukong's
+#: (recall@5 0.80 → 0.90); across languages the keyword signal is dictionary guesses, and
+#: no weighting fitted there carried over, so those keep the base weights.
+LONG_SCALE = (0.5, 1.0, 2.0)
 #: ``hybrid``, a message in another script than some scenes: z-weight of the story and of
 #: the best-window cosine of its word-by-word dictionary translation (`bridge.translation_text`),
 #: each. Chosen on the hard set's 60 cross-lingual queries (weights 0.3–0.7 and 20–80 terms
@@ -79,17 +80,20 @@ def calibrated(vector: np.ndarray, window: np.ndarray, keyword: np.ndarray,
     return unit(total)
 
 
-def hybrid_weights(long_share: float) -> tuple[float, float, float]:
-    """``hybrid``'s weights for one query: `WEIGHTS` moved toward `LONG_WEIGHTS` by
-    ``long_share``, the share of candidates that are long scenes in the message's language.
+def hybrid_weights(long_share: float, *, base: tuple[float, float, float] = WEIGHTS) -> tuple[float, float, float]:
+    """The (vector, window, keyword) weights for one query: ``base`` (`WEIGHTS`, or
+    `E5_WEIGHTS` for ``e5``) scaled toward ``base`` × `LONG_SCALE` by ``long_share``, the
+    share of candidates that are long scenes in the message's language.
 
+    >>> hybrid_weights(1.0)
+    (0.5, 1.0, 3.0)
     >>> hybrid_weights(0.5)
     (0.75, 1.0, 2.25)
     >>> hybrid_weights(0.0) == WEIGHTS
     True
     """
     f = min(max(long_share, 0.0), 1.0)
-    return tuple(round(a + f * (b - a), 6) for a, b in zip(WEIGHTS, LONG_WEIGHTS))  # type: ignore[return-value]
+    return tuple(round(w * (1.0 + f * (k - 1.0)), 6) for w, k in zip(base, LONG_SCALE))  # type: ignore[return-value]
 
 
 def unit(total: np.ndarray) -> np.ndarray:

@@ -415,7 +415,7 @@ class Retriever:
             # Only for a message in a language no scene is written in: on a mixed card the
             # message already meets its own language's scenes, and the extra embedding
             # costs ≈5 ms of CPU per query (bench/retrieval.py's mixed card: p50 8 → 14 ms).
-            if translation and method == "hybrid" and lang not in loaded.languages:
+            if translation and lang not in loaded.languages:
                 with self._lock:
                     tvec = self._mix([translation], [1.0])
 
@@ -460,15 +460,15 @@ class Retriever:
         kw = kw_all[cands].astype(np.float64)
         e5 = (second.best(cands, e5vec, np.full(len(cands), -1.0)) if second is not None and e5vec is not None
               else None)
-        if e5 is not None:
-            e5[e5 < -0.5] = float(e5[e5 >= -0.5].min()) if (e5 >= -0.5).any() else 0.0
-            total = fusion.calibrated(vec, win, kw, weights=fusion.E5_WEIGHTS, second=e5)
-        elif fused:
+        if fused:
             if tvec is not None:
                 tv = loaded.vectors[cands].astype(np.float32) @ tvec
                 translated = (tv, loaded.windows.best(cands, tvec, tv) if loaded.windows is not None else tv)
-            total = fusion.calibrated(vec, win, kw, weights=fusion.hybrid_weights(
-                _long_share(loaded, cands, lang)), translated=translated)
+            if e5 is not None:
+                e5[e5 < -0.5] = float(e5[e5 >= -0.5].min()) if (e5 >= -0.5).any() else 0.0
+            weights = fusion.hybrid_weights(_long_share(loaded, cands, lang),
+                                            base=fusion.E5_WEIGHTS if e5 is not None else fusion.WEIGHTS)
+            total = fusion.calibrated(vec, win, kw, weights=weights, second=e5, translated=translated)
         else:
             total = fusion.single(method, cands, vec, kw, vec_rank, kw_rank)
 
