@@ -7,7 +7,7 @@ Signals per candidate story: ``vector`` (cosine of the whole story with the conv
 - ``hybrid`` (default): each signal is put on one scale *per query* — z-scores over the
   candidate pool, keyword as z(log(1 + BM25)) — and summed with `hybrid_weights` (`WEIGHTS`;
   more keyword when the candidates are long scenes in the message's language), plus, for a
-  message in another script than some scenes, the cosines of its word-by-word dictionary
+  message in a language no scene is written in, the cosines of its word-by-word dictionary
   translation (`TRANSLATION_WEIGHT`). Raw scales
   differ between queries (a long query's BM25 is large, a cross-lingual one's is zero,
   cosines bunch up on a corpus of similar scenes), so a fixed weighted sum of raw or
@@ -41,7 +41,7 @@ WEIGHTS = (1.0, 1.0, 1.5)
 #: (recall@5 0.80 → 0.90); across languages the keyword signal is dictionary guesses, and
 #: no weighting fitted there carried over, so those keep the base weights.
 LONG_SCALE = (0.5, 1.0, 2.0)
-#: ``hybrid``, a message in another script than some scenes: z-weight of the story and of
+#: ``hybrid`` and ``e5``, a message in a language no scene is in: z-weight of the story and of
 #: the best-window cosine of its word-by-word dictionary translation (`bridge.translation_text`),
 #: each. Chosen on the hard set's 60 cross-lingual queries (weights 0.3–0.7 and 20–80 terms
 #: tried), checked on wukong's 33 English questions; docs/retrieval.md.

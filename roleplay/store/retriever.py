@@ -414,7 +414,7 @@ class Retriever:
             terms = _merge_terms(terms, extra)
             # Only for a message in a language no scene is written in: on a mixed card the
             # message already meets its own language's scenes, and the extra embedding
-            # costs ≈5 ms of CPU per query (bench/retrieval.py's mixed card: p50 8 → 14 ms).
+            # costs 4–5 ms of CPU per query (bench/retrieval.py's mixed card: p50 8 → 14 ms).
             if translation and lang not in loaded.languages:
                 with self._lock:
                     tvec = self._mix([translation], [1.0])
