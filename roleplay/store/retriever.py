@@ -120,6 +120,15 @@ class _Loaded:
     #: The second embedder's units (``e5``), loaded on the first ``e5`` query.
     second: _Windows | None = None
 
+    def cosines(self, positions: np.ndarray, qvec: np.ndarray, *,
+                windows: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Each story's cosine with ``qvec``, and its best window's (its own when it has
+        none, or with ``windows=False``)."""
+        story = self.vectors[positions].astype(np.float32) @ qvec
+        if windows and self.windows is not None:
+            return story, self.windows.best(positions, qvec, story)
+        return story, story.astype(np.float64)
+
 
 class Retriever:
     """Stories and lore for a character. Everything heavy is created lazily.
@@ -453,17 +462,15 @@ class Retriever:
                 if len(cands) else cands
         if len(cands) == 0:
             return []
-        translated = None
-        vec = (loaded.vectors[cands].astype(np.float32) @ qvec) if qvec is not None else np.zeros(len(cands))
-        win = (loaded.windows.best(cands, qvec, vec) if fused and loaded.windows is not None
-               and qvec is not None else vec.astype(np.float64))
+        if qvec is not None:
+            vec, win = loaded.cosines(cands, qvec, windows=fused)
+        else:
+            vec = win = np.zeros(len(cands))
+        translated = loaded.cosines(cands, tvec) if tvec is not None else None
         kw = kw_all[cands].astype(np.float64)
         e5 = (second.best(cands, e5vec, np.full(len(cands), -1.0)) if second is not None and e5vec is not None
               else None)
         if fused:
-            if tvec is not None:
-                tv = loaded.vectors[cands].astype(np.float32) @ tvec
-                translated = (tv, loaded.windows.best(cands, tvec, tv) if loaded.windows is not None else tv)
             if e5 is not None:
                 e5[e5 < -0.5] = float(e5[e5 >= -0.5].min()) if (e5 >= -0.5).any() else 0.0
             weights = fusion.hybrid_weights(_long_share(loaded, cands, lang),
